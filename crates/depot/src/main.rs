@@ -1,0 +1,2 @@
+//! depot: a durable record depot over HTTP.
+fn main() {}

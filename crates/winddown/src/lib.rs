@@ -1,0 +1,4 @@
+//! winddown: one shutdown model for every stop source.
+#![warn(missing_docs)]
+
+pub mod commit;
