@@ -1,0 +1,118 @@
+//! The console host: turns the stop sources of a program run in a terminal or console into
+//! [`Shutdown`] triggers.
+//!
+//! - Unix: `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`.
+//! - Windows: `CTRL_C`, `CTRL_BREAK`, `CTRL_CLOSE`, `CTRL_LOGOFF`, `CTRL_SHUTDOWN`. For the last
+//!   three Windows ends the process as soon as the OS handler returns; tokio (≥ 1.44) never returns
+//!   from its handler for them, so the drain keeps the whole grace period (5 s).
+//!
+//! A third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing Ctrl+C a
+//! third time wants out, and nothing acknowledged depends on the drain.
+
+use tokio::task::JoinHandle;
+
+use crate::report::EXIT_FORCED;
+use crate::{Escalation, Shutdown, StopReason};
+
+/// Starts listening for the console's stop sources; each one triggers `shutdown`. Call it first
+/// thing in `main`, inside the runtime, so that a stop during start-up is not lost to the default
+/// action (which ends the process without a drain).
+///
+/// # Panics
+/// Outside a tokio runtime, or if the OS refuses the signal handlers (which it does not for these
+/// signals).
+pub fn listen(shutdown: &Shutdown) -> JoinHandle<()> {
+    let sources = sys::sources().expect("installing the console stop handlers");
+    let shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut sources = sources;
+        while let Some(reason) = sources.next().await {
+            on_stop(&shutdown, reason);
+        }
+    })
+}
+
+/// What every stop source does: trigger, and on the third trigger exit at once.
+pub(crate) fn on_stop(shutdown: &Shutdown, reason: StopReason) {
+    if shutdown.trigger(reason) == Escalation::Force {
+        tracing::error!(
+            reason = reason.as_str(),
+            exit_code = EXIT_FORCED,
+            "third stop request: exiting at once, drain abandoned"
+        );
+        std::process::exit(EXIT_FORCED);
+    }
+}
+
+#[cfg(unix)]
+mod sys {
+    use tokio::signal::unix::{Signal, SignalKind, signal};
+
+    use crate::StopReason;
+
+    pub(super) struct Sources(Vec<(Signal, StopReason)>);
+
+    pub(super) fn sources() -> std::io::Result<Sources> {
+        Ok(Sources(vec![
+            (signal(SignalKind::interrupt())?, StopReason::SigInt),
+            (signal(SignalKind::terminate())?, StopReason::SigTerm),
+            (signal(SignalKind::hangup())?, StopReason::SigHup),
+            (signal(SignalKind::quit())?, StopReason::SigQuit),
+        ]))
+    }
+
+    impl Sources {
+        pub(super) async fn next(&mut self) -> Option<StopReason> {
+            std::future::poll_fn(|cx| {
+                for (signal, reason) in &mut self.0 {
+                    if signal.poll_recv(cx).is_ready() {
+                        return std::task::Poll::Ready(Some(*reason));
+                    }
+                }
+                std::task::Poll::Pending
+            })
+            .await
+        }
+    }
+}
+
+#[cfg(windows)]
+mod sys {
+    use tokio::signal::windows::{
+        CtrlBreak, CtrlC, CtrlClose, CtrlLogoff, CtrlShutdown, ctrl_break, ctrl_c, ctrl_close,
+        ctrl_logoff, ctrl_shutdown,
+    };
+
+    use crate::StopReason;
+
+    pub(super) struct Sources {
+        c: CtrlC,
+        brk: CtrlBreak,
+        close: CtrlClose,
+        logoff: CtrlLogoff,
+        shutdown: CtrlShutdown,
+    }
+
+    pub(super) fn sources() -> std::io::Result<Sources> {
+        Ok(Sources {
+            c: ctrl_c()?,
+            brk: ctrl_break()?,
+            close: ctrl_close()?,
+            logoff: ctrl_logoff()?,
+            shutdown: ctrl_shutdown()?,
+        })
+    }
+
+    impl Sources {
+        pub(super) async fn next(&mut self) -> Option<StopReason> {
+            tokio::select! {
+                Some(()) = self.c.recv() => Some(StopReason::CtrlC),
+                Some(()) = self.brk.recv() => Some(StopReason::CtrlBreak),
+                Some(()) = self.close.recv() => Some(StopReason::ConsoleClose),
+                Some(()) = self.logoff.recv() => Some(StopReason::Logoff),
+                Some(()) = self.shutdown.recv() => Some(StopReason::SystemShutdown),
+                else => None,
+            }
+        }
+    }
+}

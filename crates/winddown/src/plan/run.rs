@@ -1,0 +1,312 @@
+//! The drain runner: runs a plan's phases in order within the stop's budget, reporting progress.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use futures_util::FutureExt;
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::{Criticality, DrainPlan, Phase, PhaseContext, PhaseNotes, Stage};
+use crate::progress::{PhaseProgress, Progress, ProgressEvent, Reporter};
+use crate::reason::StopReason;
+use crate::report::{CutOffBy, Outcome, PhaseOutcome, PhaseReport, ShutdownReport, SkipReason};
+use crate::shutdown::{Escalation, Shutdown, StopState};
+
+/// Waits for `shutdown` to be requested, then runs `plan` within the stop's budget, reporting
+/// progress to `reporter`, and returns what it did. The report is also logged as one structured
+/// event (target `winddown::report`).
+///
+/// A second trigger during the drain skips what is left of the best-effort phases (waiting for
+/// in-flight work) but still runs the required ones (flush, close, release); a third abandons the
+/// drain and returns a [`Outcome::Forced`] report at once (the console host then exits the process).
+///
+/// # Cancellation safety
+/// Not cancel-safe: dropping the future abandons the drain in the middle of a phase.
+pub async fn drain(
+    plan: DrainPlan,
+    shutdown: &Shutdown,
+    reporter: &dyn Reporter,
+) -> ShutdownReport {
+    shutdown.requested().await;
+    let mut runner = Runner::new(shutdown, reporter, plan.tick);
+    let budget = runner.deadline().saturating_duration_since(runner.started);
+    let margin = plan
+        .margin
+        .unwrap_or_else(|| (budget / 10).min(Duration::from_secs(1)));
+    let mut phases = plan.phases;
+    phases.sort_by_key(|p| p.stage); // stable: phases of one stage keep the order they were added in
+    let count = phases.len();
+    runner.emit(ProgressEvent::Started, None);
+
+    let mut reports = Vec::with_capacity(count);
+    let mut stragglers = None;
+    let mut pending: Vec<Phase> = phases.into_iter().rev().collect();
+    let mut index = 0;
+    while let Some(phase) = pending.pop() {
+        let state = runner.state();
+        let skip = if state.escalation == Escalation::Force {
+            Some(SkipReason::Force)
+        } else if state.escalation >= Escalation::Hurry
+            && phase.criticality == Criticality::BestEffort
+        {
+            Some(SkipReason::Hurry)
+        } else {
+            None
+        };
+        let report = match skip {
+            Some(why) => PhaseReport {
+                name: phase.name,
+                stage: phase.stage,
+                criticality: phase.criticality,
+                budget: Duration::ZERO,
+                duration: Duration::ZERO,
+                outcome: PhaseOutcome::Skipped { why },
+                detail: None,
+            },
+            None => {
+                // This phase's weight's share of what is left, among the phases that will still run.
+                let hurried = state.escalation >= Escalation::Hurry;
+                let weights: u32 = phase.weight
+                    + pending
+                        .iter()
+                        .filter(|p| !(hurried && p.criticality == Criticality::BestEffort))
+                        .map(|p| p.weight)
+                        .sum::<u32>();
+                let left = state
+                    .deadline
+                    .unwrap_or(runner.started)
+                    .saturating_duration_since(Instant::now())
+                    .saturating_sub(margin);
+                let share = left.mul_f64(f64::from(phase.weight) / f64::from(weights));
+                let budget = share.max(phase.at_least);
+                runner.run_phase(phase, index, count, budget).await
+            }
+        };
+        if report.stage == Stage::FinishInFlight && !matches!(report.outcome, PhaseOutcome::Done) {
+            stragglers.get_or_insert_with(|| shutdown.tasks().running());
+        }
+        runner.emit(
+            ProgressEvent::PhaseEnded {
+                outcome: report.outcome.clone(),
+            },
+            Some((
+                index,
+                count,
+                &report.name,
+                report.stage,
+                Duration::ZERO,
+                None,
+            )),
+        );
+        reports.push(report);
+        index += 1;
+    }
+
+    let state = runner.state();
+    let outcome = if state.escalation == Escalation::Force {
+        Outcome::Forced
+    } else if reports
+        .iter()
+        .any(|r| matches!(r.outcome, PhaseOutcome::Failed { .. }))
+    {
+        Outcome::Failed
+    } else if reports.iter().all(|r| r.outcome == PhaseOutcome::Done) {
+        Outcome::Clean
+    } else {
+        Outcome::CutOff
+    };
+    let report = ShutdownReport {
+        reason: state.reason.unwrap_or(StopReason::Requested),
+        triggers: state.triggers,
+        escalation: state.escalation,
+        budget,
+        started_at: runner.wall_start,
+        duration: runner.started.elapsed(),
+        phases: reports,
+        stragglers: stragglers.unwrap_or_default(),
+        outcome,
+    };
+    tracing::info!(
+        target: "winddown::report",
+        reason = report.reason.as_str(),
+        outcome = ?report.outcome,
+        exit_code = report.exit_code(),
+        duration_ms = report.duration.as_millis() as u64,
+        report = %report.to_json(),
+        "shutdown finished: {:?} in {:.3} s",
+        report.outcome,
+        report.duration.as_secs_f64()
+    );
+    reporter.finished(&report);
+    report
+}
+
+struct Runner<'a> {
+    shutdown: &'a Shutdown,
+    reporter: &'a dyn Reporter,
+    watch: tokio::sync::watch::Receiver<StopState>,
+    started: Instant,
+    wall_start: SystemTime,
+    checkpoint: u32,
+    tick: Duration,
+}
+
+impl<'a> Runner<'a> {
+    fn new(shutdown: &'a Shutdown, reporter: &'a dyn Reporter, tick: Duration) -> Self {
+        Runner {
+            shutdown,
+            reporter,
+            watch: shutdown.watch(),
+            started: Instant::now(),
+            wall_start: SystemTime::now(),
+            checkpoint: 0,
+            tick,
+        }
+    }
+
+    fn state(&mut self) -> StopState {
+        self.watch.borrow_and_update().clone()
+    }
+
+    fn deadline(&self) -> Instant {
+        self.watch.borrow().deadline.unwrap_or(self.started)
+    }
+
+    fn emit(
+        &mut self,
+        event: ProgressEvent,
+        phase: Option<(usize, usize, &str, Stage, Duration, Option<String>)>,
+    ) {
+        self.checkpoint += 1;
+        let state = self.watch.borrow();
+        let progress = Progress {
+            event,
+            checkpoint: self.checkpoint,
+            reason: state.reason.unwrap_or(StopReason::Requested),
+            phase: phase.map(
+                |(index, count, name, stage, remaining, message)| PhaseProgress {
+                    index,
+                    count,
+                    name: name.to_owned(),
+                    stage,
+                    remaining,
+                    message,
+                },
+            ),
+            elapsed: self.started.elapsed(),
+            remaining: state
+                .deadline
+                .unwrap_or(self.started)
+                .saturating_duration_since(Instant::now()),
+        };
+        drop(state);
+        self.reporter.progress(&progress);
+    }
+
+    /// Runs one phase until it ends, its budget runs out, or an escalation cuts it.
+    async fn run_phase(
+        &mut self,
+        phase: Phase,
+        index: usize,
+        count: usize,
+        budget: Duration,
+    ) -> PhaseReport {
+        let start = Instant::now();
+        let deadline = start + budget;
+        let notes = Arc::new(Mutex::new(PhaseNotes::default()));
+        let ctx = PhaseContext {
+            deadline,
+            shutdown: self.shutdown.clone(),
+            notes: notes.clone(),
+        };
+        let Phase {
+            name,
+            stage,
+            criticality,
+            action,
+            ..
+        } = phase;
+        self.emit(
+            ProgressEvent::PhaseStarted,
+            Some((index, count, &name, stage, budget, None)),
+        );
+        tracing::info!(phase = %name, %stage, budget_ms = budget.as_millis() as u64, "drain phase started");
+
+        // A panic in a phase is a failed phase, not a crashed drain: flush and close still run.
+        let mut work = std::panic::AssertUnwindSafe(action(ctx)).catch_unwind();
+        let mut ticks = tokio::time::interval_at(start + self.tick, self.tick);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let outcome = loop {
+            tokio::select! {
+                biased;
+                result = &mut work => break match result {
+                    Ok(Ok(())) => PhaseOutcome::Done,
+                    Ok(Err(e)) => PhaseOutcome::Failed { error: error_chain(&*e) },
+                    Err(panic) => PhaseOutcome::Failed { error: panic_message(&panic) },
+                },
+                _ = tokio::time::sleep_until(deadline) => break PhaseOutcome::CutOff { by: CutOffBy::Deadline },
+                changed = self.watch.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    let escalation = self.watch.borrow_and_update().escalation;
+                    if escalation == Escalation::Force {
+                        break PhaseOutcome::CutOff { by: CutOffBy::Force };
+                    }
+                    if escalation >= Escalation::Hurry && criticality == Criticality::BestEffort {
+                        break PhaseOutcome::CutOff { by: CutOffBy::Escalation };
+                    }
+                }
+                _ = ticks.tick() => {
+                    let message = notes.lock().unwrap_or_else(|e| e.into_inner()).progress.clone();
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    self.emit(ProgressEvent::Tick, Some((index, count, &name, stage, remaining, message)));
+                }
+            }
+        };
+        drop(work);
+        let duration = start.elapsed();
+        let detail = notes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .detail
+            .take();
+        match &outcome {
+            PhaseOutcome::Done => {
+                tracing::info!(phase = %name, duration_ms = duration.as_millis() as u64, "drain phase done")
+            }
+            other => {
+                tracing::warn!(phase = %name, duration_ms = duration.as_millis() as u64, outcome = %other, "drain phase did not finish")
+            }
+        }
+        PhaseReport {
+            name,
+            stage,
+            criticality,
+            budget,
+            duration,
+            outcome,
+            detail,
+        }
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let what = panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned());
+    format!("panicked: {what}")
+}

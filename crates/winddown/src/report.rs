@@ -1,0 +1,230 @@
+//! The shutdown report: what the drain did, phase by phase, and the exit code that sums it up.
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use serde::{Serialize, Serializer};
+
+use crate::plan::{Criticality, Stage};
+use crate::reason::StopReason;
+use crate::shutdown::Escalation;
+
+/// Exit code of a clean stop: every phase finished.
+pub const EXIT_CLEAN: i32 = 0;
+/// Exit code of a stop that cut something off (a phase overran its budget, or was skipped after a
+/// second interrupt). Everything acknowledged is still durable; in-flight work may have been
+/// abandoned.
+pub const EXIT_CUT_OFF: i32 = 3;
+/// Exit code of a stop in which a phase failed (for example a flush that hit a full disk).
+pub const EXIT_FAILED: i32 = 4;
+/// Exit code of a forced exit (a third interrupt): the drain was abandoned.
+pub const EXIT_FORCED: i32 = 5;
+
+/// Why a phase was cut off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CutOffBy {
+    /// Its budget ran out.
+    Deadline,
+    /// A second interrupt hurried the stop.
+    Escalation,
+    /// A third interrupt forced the exit.
+    Force,
+}
+
+/// Why a phase did not run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// A second interrupt, or a "flush now" stop, left no time for best-effort phases.
+    Hurry,
+    /// A third interrupt forced the exit.
+    Force,
+}
+
+/// How one phase ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum PhaseOutcome {
+    /// It finished within its budget.
+    Done,
+    /// It was still running when it was cut off.
+    CutOff {
+        /// What cut it off.
+        by: CutOffBy,
+    },
+    /// It returned an error, or panicked.
+    Failed {
+        /// The error, as text.
+        error: String,
+    },
+    /// It did not run.
+    Skipped {
+        /// Why.
+        why: SkipReason,
+    },
+}
+
+impl fmt::Display for PhaseOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PhaseOutcome::Done => f.write_str("done"),
+            PhaseOutcome::CutOff {
+                by: CutOffBy::Deadline,
+            } => f.write_str("cut off (budget spent)"),
+            PhaseOutcome::CutOff {
+                by: CutOffBy::Escalation,
+            } => f.write_str("cut off (second interrupt)"),
+            PhaseOutcome::CutOff {
+                by: CutOffBy::Force,
+            } => f.write_str("cut off (forced exit)"),
+            PhaseOutcome::Failed { error } => write!(f, "failed: {error}"),
+            PhaseOutcome::Skipped {
+                why: SkipReason::Hurry,
+            } => f.write_str("skipped (no time)"),
+            PhaseOutcome::Skipped {
+                why: SkipReason::Force,
+            } => f.write_str("skipped (forced exit)"),
+        }
+    }
+}
+
+/// What one phase did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PhaseReport {
+    /// The phase's name.
+    pub name: String,
+    /// Its stage.
+    pub stage: Stage,
+    /// Whether it could be skipped.
+    pub criticality: Criticality,
+    /// The budget it was given.
+    #[serde(rename = "budget_ms", serialize_with = "millis")]
+    pub budget: Duration,
+    /// How long it ran.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// How it ended.
+    #[serde(flatten)]
+    pub outcome: PhaseOutcome,
+    /// What the phase said about its work, if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How the whole stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every phase finished.
+    Clean,
+    /// Something was cut off or skipped; nothing failed.
+    CutOff,
+    /// A phase failed.
+    Failed,
+    /// A third interrupt forced the exit.
+    Forced,
+}
+
+impl Outcome {
+    /// The process exit code for this outcome ([`EXIT_CLEAN`], [`EXIT_CUT_OFF`], [`EXIT_FAILED`],
+    /// [`EXIT_FORCED`]). On Windows it is also the service-specific exit code, so that a non-clean
+    /// stop fires the service's recovery actions.
+    pub const fn exit_code(self) -> i32 {
+        match self {
+            Outcome::Clean => EXIT_CLEAN,
+            Outcome::CutOff => EXIT_CUT_OFF,
+            Outcome::Failed => EXIT_FAILED,
+            Outcome::Forced => EXIT_FORCED,
+        }
+    }
+}
+
+/// What a drain did, logged as one structured event and returned to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShutdownReport {
+    /// The stop that started the drain.
+    pub reason: StopReason,
+    /// Every trigger, in order (a second and third mean escalation).
+    pub triggers: Vec<StopReason>,
+    /// How far the stop escalated.
+    pub escalation: Escalation,
+    /// The time the stop allowed, from the drain's start to the deadline.
+    #[serde(rename = "budget_ms", serialize_with = "millis")]
+    pub budget: Duration,
+    /// When the drain started (wall clock).
+    #[serde(serialize_with = "unix_millis")]
+    pub started_at: SystemTime,
+    /// How long the drain took.
+    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    pub duration: Duration,
+    /// Each phase, in the order it ran.
+    pub phases: Vec<PhaseReport>,
+    /// Tracked tasks still running when the wait for in-flight work ended.
+    pub stragglers: Vec<String>,
+    /// The sum of it.
+    pub outcome: Outcome,
+}
+
+impl ShutdownReport {
+    /// The process exit code ([`Outcome::exit_code`]).
+    pub fn exit_code(&self) -> i32 {
+        self.outcome.exit_code()
+    }
+
+    /// The report as one line of JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The report of the phase named `name`, if it ran.
+    pub fn phase(&self, name: &str) -> Option<&PhaseReport> {
+        self.phases.iter().find(|p| p.name == name)
+    }
+}
+
+impl fmt::Display for ShutdownReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "shutdown ({}): {:?} in {:.3} s of a {:.1} s budget, exit code {}",
+            self.reason,
+            self.outcome,
+            self.duration.as_secs_f64(),
+            self.budget.as_secs_f64(),
+            self.exit_code()
+        )?;
+        for (i, p) in self.phases.iter().enumerate() {
+            write!(
+                f,
+                "  {}. {:<16} {:<28} {:>8.3} s / {:>7.3} s  {}",
+                i + 1,
+                p.stage.to_string(),
+                p.name,
+                p.duration.as_secs_f64(),
+                p.budget.as_secs_f64(),
+                p.outcome
+            )?;
+            if let Some(d) = &p.detail {
+                write!(f, " — {d}")?;
+            }
+            writeln!(f)?;
+        }
+        if !self.stragglers.is_empty() {
+            writeln!(f, "  still running: {}", self.stragglers.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
+}
+
+fn unix_millis<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let ms = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    s.serialize_u64(ms)
+}
