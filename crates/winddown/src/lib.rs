@@ -16,7 +16,7 @@
 //! #[tokio::main]
 //! async fn main() {
 //!     let shutdown = Shutdown::new();
-//!     winddown::console::listen(&shutdown); // SIGINT/SIGTERM/… or console events → shutdown
+//!     winddown::host::console::listen(&shutdown); // SIGINT/SIGTERM/… or console events → shutdown
 //!     shutdown.tasks().spawn("worker", |stop| async move { stop.cancelled().await });
 //!     let plan = DrainPlan::new()
 //!         .wait_for_tasks()
@@ -28,17 +28,19 @@
 #![warn(missing_docs)]
 
 pub mod commit;
-pub mod console;
 mod guard;
+pub mod host;
 mod plan;
 mod progress;
 mod reason;
 mod report;
+pub mod service;
 mod shutdown;
 mod tasks;
 pub mod testing;
 
 pub use guard::{LockError, LockFile, TempArea};
+pub use host::{Host, HostHooks, HostKind, HostOptions, run};
 pub use plan::{Criticality, DrainPlan, Phase, PhaseContext, PhaseError, Stage, drain};
 pub use progress::{NoProgress, PhaseProgress, Progress, ProgressEvent, Reporter};
 pub use reason::{Budgets, DrainMode, StopReason};

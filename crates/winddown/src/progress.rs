@@ -113,7 +113,7 @@ impl Reporter for NoProgress {
 }
 
 /// Sends every report to several reporters in turn.
-impl Reporter for [&dyn Reporter] {
+impl<const N: usize> Reporter for [&dyn Reporter; N] {
     fn progress(&self, progress: &Progress) {
         for r in self {
             r.progress(progress);
