@@ -1,0 +1,269 @@
+//! Real signals to real processes: the test binary re-runs itself as a child (selected by
+//! `WINDDOWN_CHILD`) that runs under the console host, and the parent signals it and reads its
+//! exit code and report.
+#![cfg(unix)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use winddown::{Budgets, DrainPlan, HostOptions, LockFile, Stage, StopReason};
+
+const CHILD_ENV: &str = "WINDDOWN_CHILD";
+
+/// The child's side: selected by `WINDDOWN_CHILD`, never run on its own.
+#[test]
+#[ignore = "child process of the signal tests"]
+fn child_process() {
+    let scenario = std::env::var(CHILD_ENV).expect("run by the signal tests");
+    let budgets = Budgets::new()
+        .with(StopReason::SigTerm, Duration::from_secs(5))
+        .with(StopReason::SigInt, Duration::from_secs(5));
+    let code = winddown::run(
+        HostOptions::new("signals-test").budgets(budgets),
+        move |host| async move {
+            let _lock = match std::env::var("WINDDOWN_LOCK") {
+                Ok(path) => {
+                    Some(LockFile::acquire(path).inspect_err(|e| println!("START ERROR {e}"))?)
+                }
+                Err(_) => None,
+            };
+            let slow_flush = scenario == "slow-flush";
+            let in_flight = match scenario.as_str() {
+                "slow" => Duration::from_secs(2),
+                _ => Duration::from_secs(3600),
+            };
+            host.shutdown()
+                .tasks()
+                .spawn("stuck request", move |stop| async move {
+                    stop.cancelled().await;
+                    tokio::time::sleep(in_flight).await;
+                });
+            let plan = DrainPlan::new()
+                .phase(Stage::StopAccepting, "close listener", |_| async {
+                    Ok::<_, std::io::Error>(())
+                })
+                .wait_for_tasks()
+                .phase(Stage::Flush, "flush", move |ctx| async move {
+                    if slow_flush {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                    }
+                    ctx.set_detail("flushed 7 records");
+                    Ok::<_, std::io::Error>(())
+                })
+                .phase(Stage::Release, "release lock", |_| async {
+                    Ok::<_, std::io::Error>(())
+                });
+            host.ready();
+            println!("READY");
+            let report = host.drain(plan).await;
+            println!("REPORT {}", report.to_json());
+            Ok(report)
+        },
+    );
+    std::process::exit(code);
+}
+
+/// Kills the child if a test fails before it exits, so no child outlives the test run.
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+fn spawn(scenario: &str, lock: Option<&std::path::Path>) -> Running {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_process",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env(CHILD_ENV, scenario)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    if let Some(lock) = lock {
+        cmd.env("WINDDOWN_LOCK", lock);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let (tx, lines) = mpsc::channel();
+    for out in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+    }
+    Running { child, lines }
+}
+
+impl Running {
+    fn wait_for(&self, prefix: &str, within: Duration) -> String {
+        let end = Instant::now() + within;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                // The harness prints "test child_process ... " before the child's first line.
+                Ok(line) => {
+                    if let Some(at) = line.find(prefix) {
+                        return line[at..].to_owned();
+                    }
+                }
+                Err(_) => panic!("no {prefix:?} line within {within:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits for the exit; returns the exit code and the time since `from`.
+    fn exit(&mut self, from: Instant, within: Duration) -> (i32, Duration) {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code().expect("exited, not killed"), from.elapsed());
+            }
+            if Instant::now() > end {
+                let _ = self.child.kill();
+                panic!("child still running after {within:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn report(&self) -> serde_json::Value {
+        let line = self.wait_for("REPORT ", Duration::from_secs(1));
+        serde_json::from_str(&line["REPORT ".len()..]).unwrap()
+    }
+}
+
+fn phase<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == name)
+        .unwrap_or_else(|| panic!("no phase {name} in {report}"))
+}
+
+#[test]
+fn sigterm_with_a_two_second_phase_exits_zero_after_it() {
+    let mut child = spawn("slow", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    child.signal(Signal::SIGTERM);
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, 0);
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+    let report = child.report();
+    assert_eq!(report["reason"], "sig_term");
+    assert_eq!(report["outcome"], "clean");
+    let names: Vec<_> = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["close listener", "tracked tasks", "flush", "release lock"]
+    );
+}
+
+#[test]
+fn a_hanging_task_is_cut_at_the_budget_with_a_distinct_code_and_flush_still_runs() {
+    let mut child = spawn("hang", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    child.signal(Signal::SIGTERM);
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, winddown::EXIT_CUT_OFF);
+    // 5 s budget less the 0.5 s margin.
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let report = child.report();
+    assert_eq!(report["outcome"], "cut_off");
+    assert_eq!(phase(&report, "tracked tasks")["outcome"], "cut_off");
+    assert_eq!(phase(&report, "tracked tasks")["by"], "deadline");
+    assert_eq!(report["stragglers"][0], "stuck request");
+    assert_eq!(phase(&report, "flush")["outcome"], "done");
+    assert_eq!(phase(&report, "flush")["detail"], "flushed 7 records");
+}
+
+#[test]
+fn a_second_sigint_cuts_the_wait_short_but_still_flushes() {
+    let mut child = spawn("hang", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    child.signal(Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(500));
+    child.signal(Signal::SIGINT);
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, winddown::EXIT_CUT_OFF);
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    let report = child.report();
+    assert_eq!(report["escalation"], "hurry");
+    assert_eq!(phase(&report, "tracked tasks")["by"], "escalation");
+    assert_eq!(phase(&report, "flush")["outcome"], "done");
+}
+
+#[test]
+fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
+    let mut child = spawn("slow-flush", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    for _ in 0..3 {
+        child.signal(Signal::SIGINT);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, winddown::EXIT_FORCED);
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+#[test]
+fn a_second_instance_fails_fast_naming_the_lock_and_a_killed_holder_frees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = dir.path().join("app.lock");
+    let mut first = spawn("slow", Some(&lock));
+    first.wait_for("READY", Duration::from_secs(10));
+
+    let mut second = spawn("slow", Some(&lock));
+    let start = Instant::now();
+    let error = second.wait_for("START ERROR", Duration::from_secs(1));
+    let (code, took) = second.exit(start, Duration::from_secs(1));
+    assert_eq!(code, winddown::EXIT_FAILED);
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert!(error.contains(&lock.display().to_string()), "{error}");
+    assert!(
+        error.contains(&format!("PID {}", first.child.id())),
+        "{error}"
+    );
+
+    first.signal(Signal::SIGKILL);
+    let _ = first.child.wait();
+    let third = spawn("slow", Some(&lock));
+    third.wait_for("READY", Duration::from_secs(10));
+    third.signal(Signal::SIGTERM);
+}
