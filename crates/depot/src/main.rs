@@ -1,2 +1,103 @@
-//! depot: a durable record depot over HTTP.
-fn main() {}
+//! `depot`: a durable record depot over HTTP. `depot` (or `depot run`) serves; `depot stop` and
+//! `depot status` talk to a running one.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use depot::config::{Config, LogFormat, Overrides};
+use winddown::{Budgets, HostOptions, StopReason};
+
+/// A durable record depot: records are acknowledged only once they are on disk.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// A TOML config file (settings: see docs/CONFIG.md). Environment variables `DEPOT_<KEY>`
+    /// override it, and flags override both.
+    #[arg(long, global = true, env = "DEPOT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve on [default: 127.0.0.1:8080].
+    #[arg(long, global = true)]
+    listen: Option<SocketAddr>,
+    /// Data directory [default: the platform's per-user data directory + /depot].
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// Log format [default: text on a terminal, json otherwise].
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve (the default).
+    Run,
+    /// Stop the depot that uses this data directory, showing the drain's progress.
+    Stop {
+        /// Give up waiting after this many seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Is it running, where, since when, how many records, how did it last stop.
+    Status,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        listen: cli.listen,
+        data_dir: cli.data_dir.clone(),
+        log_format: cli.log_format,
+    };
+    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("depot: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let code = match cli.command.unwrap_or(Command::Run) {
+        Command::Run => serve(config),
+        Command::Stop { timeout } => report(depot::control::stop(&config.data_dir, Duration::from_secs(timeout))),
+        Command::Status => report(depot::control::status(&config.data_dir)),
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+fn report(result: Result<i32, String>) -> i32 {
+    result.unwrap_or_else(|e| {
+        eprintln!("depot: {e}");
+        1
+    })
+}
+
+fn serve(config: Config) -> i32 {
+    init_logs(config.log_format);
+    let mut budgets = Budgets::new();
+    if let Some(ms) = config.sigterm_budget_ms {
+        budgets.set(StopReason::SigTerm, Duration::from_millis(ms));
+    }
+    winddown::run(HostOptions::new("depot").budgets(budgets), move |host| async move {
+        depot::app::run(host, config).await.inspect_err(|e| eprintln!("depot: {e}"))
+    })
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let json = match format {
+        LogFormat::Json => true,
+        LogFormat::Text => false,
+        LogFormat::Auto => !std::io::stderr().is_terminal(),
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().with_current_span(true).init();
+    } else {
+        builder.init();
+    }
+}

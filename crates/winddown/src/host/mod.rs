@@ -102,7 +102,15 @@ impl Host {
     /// # Cancellation safety
     /// Not cancel-safe, like [`drain`].
     pub async fn drain(&self, plan: DrainPlan) -> ShutdownReport {
-        let reporters: [&dyn Reporter; 2] = [&LogProgress, &*self.hooks as &dyn Reporter];
+        self.drain_with(plan, &crate::NoProgress).await
+    }
+
+    /// Like [`Host::drain`], also reporting progress to `extra` (a progress file, a UI).
+    ///
+    /// # Cancellation safety
+    /// Not cancel-safe, like [`drain`].
+    pub async fn drain_with(&self, plan: DrainPlan, extra: &dyn Reporter) -> ShutdownReport {
+        let reporters: [&dyn Reporter; 3] = [&LogProgress, &*self.hooks as &dyn Reporter, extra];
         drain(plan, &self.shutdown, &reporters).await
     }
 }

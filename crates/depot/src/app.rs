@@ -1,0 +1,219 @@
+//! `depot run`: open the store, serve HTTP, and drain in order when told to stop.
+//!
+//! The drain plan, in order:
+//! 1. stop accepting — `/readyz` turns `503`, appends get `503 draining`, then (after
+//!    `unready_delay_ms`) the listener closes;
+//! 2. finish in-flight — open requests finish (bounded by the phase's budget);
+//! 3. flush — the group committer commits everything it accepted;
+//! 4. close stores — WAL checkpoint, connections closed, clean-shutdown marker written;
+//! 5. release — temp area removed, lock released.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use winddown::commit::{CommitConfig, GroupCommit};
+use winddown::host::AppError;
+use winddown::{DrainPlan, Host, LockFile, Progress, Reporter, ShutdownReport, Stage, TempArea};
+
+use crate::config::Config;
+use crate::http::{self, AppState, Server};
+use crate::store::{Store, StoreOptions, Writer};
+
+/// File names in the data directory.
+pub mod files {
+    /// The single-instance lock; holds the running depot's PID.
+    pub const LOCK: &str = "depot.lock";
+    /// Where the running depot says where it listens (JSON).
+    pub const RUNNING: &str = "depot.running.json";
+    /// Progress of a running drain, one JSON line per report, for `depot stop`.
+    pub const PROGRESS: &str = "shutdown.progress.jsonl";
+    /// The last shutdown's report (JSON).
+    pub const LAST_SHUTDOWN: &str = "last-shutdown.json";
+    /// Temporary files; swept at start.
+    pub const TEMP: &str = "tmp";
+}
+
+/// Runs depot until it is told to stop; returns the shutdown report.
+pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError> {
+    let dir = config.data_dir.clone();
+    create_private_dir(&dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let lock = LockFile::acquire(dir.join(files::LOCK))?;
+    let temp = TempArea::open(dir.join(files::TEMP))?;
+    let last_shutdown = fs::read(dir.join(files::LAST_SHUTDOWN))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+
+    let store = Store::open(&dir, &StoreOptions::default())?;
+    tracing::info!(report = %store.report, "store opened");
+    let recovery = serde_json::json!({
+        "last_run": format!("{:?}", store.report.last_run),
+        "summary": store.report.to_string(),
+    });
+    let metrics = crate::metrics::install();
+    crate::metrics::record_last_shutdown(last_shutdown.as_ref());
+
+    let committer = GroupCommit::start(
+        store.writer,
+        CommitConfig::new("depot")
+            .queue_capacity(config.commit_queue)
+            .max_batch_items(config.commit_max_batch),
+    )?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
+        format!(
+            "cannot listen on {}: {e}; is another program using that port? choose another with --listen",
+            config.listen
+        )
+    })?;
+    let state = Arc::new(AppState::new(
+        committer.clone(),
+        store.readers.clone(),
+        config.clone(),
+        metrics,
+        recovery,
+        last_shutdown,
+    ));
+    let server = Server::start(
+        listener,
+        http::router(state.clone()),
+        config.max_connections,
+        config.header_read_timeout(),
+    )?;
+    let addr = server.local_addr();
+    write_atomically(
+        &dir.join(files::RUNNING),
+        serde_json::json!({ "pid": std::process::id(), "listen": addr.to_string() })
+            .to_string()
+            .as_bytes(),
+    )?;
+    let _ = fs::remove_file(dir.join(files::PROGRESS));
+    tracing::info!(listen = %addr, data_dir = %dir.display(), pid = std::process::id(), "depot serving");
+    eprintln!("depot serving on http://{addr} — data in {}", dir.display());
+
+    let plan = drain_plan(state, server, committer, store.readers, config.unready_delay_ms, lock, temp, &dir);
+    host.ready();
+    let progress = ProgressFile::create(&dir.join(files::PROGRESS));
+    let report = host.drain_with(plan, &progress).await;
+    let _ = write_atomically(&dir.join(files::LAST_SHUTDOWN), report.to_json().as_bytes());
+    let _ = fs::remove_file(dir.join(files::RUNNING));
+    eprintln!("{report}");
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn drain_plan(
+    state: Arc<AppState>,
+    server: Server,
+    committer: GroupCommit<Writer>,
+    readers: crate::store::Readers,
+    unready_delay_ms: u64,
+    lock: LockFile,
+    temp: TempArea,
+    dir: &Path,
+) -> DrainPlan {
+    let connections = Arc::new(Mutex::new(None));
+    let writer: Arc<Mutex<Option<Writer>>> = Arc::new(Mutex::new(None));
+    let (conns_in, conns_out) = (connections.clone(), connections);
+    let (writer_in, writer_out) = (writer.clone(), writer);
+    let running_file: PathBuf = dir.join(files::RUNNING);
+    DrainPlan::new()
+        .phase(Stage::StopAccepting, "readiness off, listener closed", move |ctx| async move {
+            state.draining.store(true, Ordering::Release);
+            let delay = Duration::from_millis(unready_delay_ms).min(ctx.remaining() / 2);
+            if !delay.is_zero() {
+                ctx.set_progress("/readyz answers 503; waiting for load balancers to notice");
+                tokio::time::sleep(delay).await;
+            }
+            *lock_slot(&conns_in) = Some(server.stop_accepting().await);
+            Ok::<_, std::io::Error>(())
+        })
+        .phase(Stage::FinishInFlight, "in-flight requests", move |_| async move {
+            let connections = lock_slot(&conns_out).take();
+            if let Some(connections) = connections {
+                connections.finish().await;
+            }
+            Ok::<_, std::io::Error>(())
+        })
+        .phase(Stage::Flush, "group commit", move |ctx| async move {
+            let drained = committer.drain(ctx.remaining()).await?;
+            ctx.set_detail(format!(
+                "{} requests flushed; {} commits since start",
+                drained.flushed, drained.stats.commits
+            ));
+            *lock_slot(&writer_in) = drained.sink;
+            match drained.poisoned {
+                Some(cause) => Err(format!("the store was poisoned: {cause}").into()),
+                None => Ok::<_, winddown::PhaseError>(()),
+            }
+        })
+        .phase(Stage::CloseStores, "sqlite checkpoint and close", move |ctx| async move {
+            let writer = lock_slot(&writer_out).take();
+            let Some(writer) = writer else {
+                return Err::<(), winddown::PhaseError>("the writer was not handed back by the flush".into());
+            };
+            tokio::task::spawn_blocking(move || {
+                readers.close();
+                writer.close()
+            })
+            .await??;
+            ctx.set_detail("WAL checkpointed, clean-shutdown marker written");
+            Ok(())
+        })
+        .phase(Stage::Release, "temp area and lock", move |_| async move {
+            let _ = fs::remove_file(&running_file);
+            temp.release()?;
+            lock.release();
+            Ok::<_, std::io::Error>(())
+        })
+}
+
+fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Creates the data directory readable by its owner only.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, bytes)?;
+    fs::rename(&tmp, path)
+}
+
+/// Writes each progress report as a JSON line, for `depot stop` to follow.
+struct ProgressFile(Mutex<Option<fs::File>>);
+
+impl ProgressFile {
+    fn create(path: &Path) -> Self {
+        ProgressFile(Mutex::new(fs::File::create(path).ok()))
+    }
+}
+
+impl Reporter for ProgressFile {
+    fn progress(&self, progress: &Progress) {
+        use std::io::Write;
+        if let Some(file) = lock_slot(&self.0).as_mut() {
+            if let Ok(line) = serde_json::to_string(progress) {
+                let _ = writeln!(file, "{line}");
+            }
+        }
+    }
+
+    fn finished(&self, report: &ShutdownReport) {
+        use std::io::Write;
+        if let Some(file) = lock_slot(&self.0).as_mut() {
+            let _ = writeln!(file, "{{\"finished\":{}}}", report.to_json());
+        }
+    }
+}

@@ -1,0 +1,314 @@
+//! The route handlers.
+
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::store::{AppendKind, AppendRequest, UnixMillis};
+
+/// Longest stream name.
+pub const MAX_STREAM_NAME: usize = 128;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 200;
+
+/// `GET /healthz`: the process is alive.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+/// `GET /readyz`: `200` while serving, `503` from the moment the drain starts.
+pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "status": "ready" })).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let stats = state.committer.stats();
+    metrics::gauge!("depot_commit_queue_depth").set((stats.queued + stats.in_flight) as f64);
+    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
+/// `GET /v1/status`.
+pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let records = state.read(|r| r.total_records()).await?;
+    let stats = state.committer.stats();
+    Ok(Json(json!({
+        "state": if state.is_draining() { "draining" } else { "serving" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "listen": state.config.listen.to_string(),
+        "data_dir": state.data_dir.display().to_string(),
+        "uptime_secs": state.started.elapsed().as_secs(),
+        "started_at_ms": UnixMillis::from(state.started_at).0,
+        "records": records,
+        "commit": {
+            "queued": stats.queued,
+            "commits": stats.commits,
+            "committed_requests": stats.committed_items,
+            "poisoned": stats.poisoned,
+        },
+        "recovery": state.recovery,
+        "last_shutdown": state.last_shutdown,
+    })))
+}
+
+/// `GET /v1/streams`.
+pub async fn streams(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+    let streams = state.read(|r| r.streams()).await?;
+    let streams: Vec<_> = streams
+        .into_iter()
+        .map(|s| json!({ "name": s.name, "records": s.records, "last_seq": s.last_seq }))
+        .collect();
+    Ok(Json(json!({ "streams": streams })))
+}
+
+/// Query of `GET /v1/streams/{stream}/records`.
+#[derive(Debug, Deserialize)]
+pub struct ReadQuery {
+    #[serde(default)]
+    after: u64,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct OutRecord {
+    seq: u64,
+    received_at_ms: i64,
+    payload: Box<RawValue>,
+}
+
+/// `GET /v1/streams/{stream}/records?after=SEQ&limit=N`.
+pub async fn read_records(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    check_stream_name(&stream)?;
+    let Query(query) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("{e}; use ?after=<seq>&limit=<n> with whole numbers"),
+        )
+    })?;
+    let max = state.config.max_read_limit;
+    let limit = query.limit.unwrap_or(100.min(max));
+    if limit == 0 || limit > max {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    let after = query.after;
+    let name = stream.clone();
+    let records = state.read(move |r| r.read(&name, after, limit)).await?;
+    let next_after = records.last().map(|r| r.seq).unwrap_or(after);
+    let records: Vec<OutRecord> = records
+        .into_iter()
+        .map(|r| OutRecord {
+            seq: r.seq,
+            received_at_ms: r.received_at.0,
+            // Stored payloads were validated as JSON when they were appended.
+            payload: RawValue::from_string(r.payload)
+                .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
+        })
+        .collect();
+    Ok(Json(json!({ "stream": stream, "records": records, "next_after": next_after })))
+}
+
+/// `POST /v1/streams/{stream}/records`: one JSON value, or an array of them. `201` only once the
+/// records are durable.
+pub async fn append(
+    State(state): State<Arc<AppState>>,
+    Path(stream): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::draining());
+    }
+    check_stream_name(&stream)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let bytes = read_body(body, state.config.max_body_bytes).await?;
+    let payloads = split_records(&bytes, state.config.max_records_per_request)?;
+    let count = payloads.len();
+    let request = AppendRequest {
+        stream: stream.clone(),
+        payloads,
+        idempotency_key,
+        received_at: UnixMillis::now(),
+    };
+    let appended = match state.committer.submit(request).await {
+        Ok(Ok(appended)) => appended,
+        Ok(Err(rejected)) => return Err(ApiError::from_rejected(&rejected)),
+        Err(e) => {
+            tracing::warn!(error = %e, "append not stored");
+            return Err(ApiError::from_commit(&e));
+        }
+    };
+    let replayed = appended.kind == AppendKind::Replayed;
+    if !replayed {
+        metrics::counter!("depot_records_stored_total").increment(count as u64);
+    }
+    // A replay answers exactly as the original did: 201 with the original sequence numbers.
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "stream": stream,
+            "first_seq": appended.first,
+            "last_seq": appended.last,
+            "count": appended.last + 1 - appended.first,
+            "replayed": replayed,
+        })),
+    )
+        .into_response())
+}
+
+/// Any other path.
+pub async fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "no such endpoint; see docs/API.md",
+    )
+}
+
+/// Stream names: 1 to 128 characters of `A-Z a-z 0-9 . _ -`.
+pub fn check_stream_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_STREAM_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_stream_name",
+            format!(
+                "stream names are 1 to {MAX_STREAM_NAME} characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            ),
+        ))
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    if text.is_empty()
+        || text.len() > MAX_IDEMPOTENCY_KEY
+        || !text.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad());
+    }
+    Ok(Some(text.to_owned()))
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return Err(ApiError::body_too_large(limit));
+                }
+                source = s.source();
+            }
+            Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "body_read_failed",
+                format!("could not read the request body ({e}); send it again"),
+            ))
+        }
+    }
+}
+
+/// One JSON value is one record; a JSON array is one record per element. Each record's text is
+/// kept exactly as sent.
+pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, ApiError> {
+    let value: &RawValue = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
+    let text = value.get();
+    let payloads = if text.starts_with('[') {
+        let items: Vec<&RawValue> =
+            serde_json::from_str(text).map_err(|e| ApiError::malformed_json(&e))?;
+        if items.len() > max_records {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "too_many_records",
+                format!(
+                    "{} records in one request; at most {max_records} are accepted — split them",
+                    items.len()
+                ),
+            ));
+        }
+        items.into_iter().map(|r| r.get().to_owned()).collect()
+    } else {
+        vec![text.to_owned()]
+    };
+    if payloads.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty_request",
+            "the array holds no records; send at least one",
+        ));
+    }
+    Ok(payloads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_keep_their_text_and_arrays_split() {
+        assert_eq!(split_records(br#" {"a": 1} "#, 10).unwrap(), [r#"{"a": 1}"#]);
+        assert_eq!(split_records(br#"[1, "two", {"x":[3]}]"#, 10).unwrap(), ["1", r#""two""#, r#"{"x":[3]}"#]);
+        assert_eq!(split_records(b"[]", 10).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(split_records(b"[1,2,3]", 2).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert!(split_records(b"{\"a\":", 10).is_err());
+        assert!(split_records(b"\xff\xfe", 10).is_err());
+        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
+        assert!(split_records(deep.as_bytes(), 10).is_err());
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(check_stream_name("sensors.kitchen-1_a").is_ok());
+        for bad in ["", "a/b", "ä", "a b", &"x".repeat(129)] {
+            assert!(check_stream_name(bad).is_err(), "{bad}");
+        }
+    }
+}

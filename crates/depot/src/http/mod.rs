@@ -1,0 +1,149 @@
+//! The HTTP API (see `docs/API.md`): records in and out, health, readiness, metrics, status.
+
+mod error;
+mod handlers;
+mod server;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument;
+
+pub use error::ApiError;
+pub use server::Server;
+
+use crate::config::Config;
+use crate::store::{Readers, StoreError, Writer};
+use winddown::commit::GroupCommit;
+
+/// What every handler shares.
+#[derive(Debug)]
+pub struct AppState {
+    /// The group committer in front of the store's writer.
+    pub committer: GroupCommit<Writer>,
+    /// Read-only connections.
+    pub readers: Readers,
+    /// The configuration in force.
+    pub config: Config,
+    /// Set when the drain starts: `/readyz` answers `503`, appends are refused.
+    pub draining: AtomicBool,
+    /// The Prometheus exporter, if this process could install it.
+    pub metrics: Option<PrometheusHandle>,
+    /// When depot started.
+    pub started: Instant,
+    /// When depot started (wall clock).
+    pub started_at: SystemTime,
+    /// What opening the store found, as JSON.
+    pub recovery: serde_json::Value,
+    /// The last shutdown's report, as JSON (from the data directory).
+    pub last_shutdown: Option<serde_json::Value>,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    next_request_id: AtomicU64,
+}
+
+impl AppState {
+    /// The shared state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        committer: GroupCommit<Writer>,
+        readers: Readers,
+        config: Config,
+        metrics: Option<PrometheusHandle>,
+        recovery: serde_json::Value,
+        last_shutdown: Option<serde_json::Value>,
+    ) -> Self {
+        AppState {
+            committer,
+            readers,
+            data_dir: config.data_dir.clone(),
+            config,
+            draining: AtomicBool::new(false),
+            metrics,
+            started: Instant::now(),
+            started_at: SystemTime::now(),
+            recovery,
+            last_shutdown,
+            next_request_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Whether the drain has started.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
+    /// Runs a blocking read on the blocking pool.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(&Readers) -> Result<T, StoreError> + Send + 'static,
+        T: Send + 'static,
+    {
+        let readers = self.readers.clone();
+        match tokio::task::spawn_blocking(move || f(&readers)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(ApiError::from_read(&e)),
+            Err(e) => Err(ApiError::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the read failed: {e}"),
+            )),
+        }
+    }
+}
+
+/// The router with every route and the per-request layers (request id, logs, metrics, timeout).
+pub fn router(state: Arc<AppState>) -> Router {
+    let timeout = state.config.request_timeout();
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .route("/v1/status", get(handlers::status))
+        .route("/v1/streams", get(handlers::streams))
+        .route(
+            "/v1/streams/{stream}/records",
+            get(handlers::read_records).post(handlers::append),
+        )
+        .fallback(handlers::not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .with_state(state)
+}
+
+/// Gives every request an id (echoed as `x-request-id`), a span its events carry, and metrics.
+async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let id = state.next_request_id.fetch_add(1, Ordering::Relaxed);
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    let span = tracing::info_span!("request", id, %method, route = %route);
+    let start = Instant::now();
+    metrics::gauge!("depot_http_in_flight").increment(1.0);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    metrics::gauge!("depot_http_in_flight").decrement(1.0);
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    metrics::counter!("depot_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("depot_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
+    span.in_scope(|| tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request done"));
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}

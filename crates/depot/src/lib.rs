@@ -1,0 +1,12 @@
+//! depot: a durable record depot over HTTP. A record is acknowledged (`201`) only once it is on
+//! disk, so no stop — graceful, a crash, or a Windows shutdown that never announces itself — loses
+//! an acknowledged record.
+//!
+//! The binary is `src/main.rs`; this library holds its parts so integration tests can reach them.
+
+pub mod app;
+pub mod config;
+pub mod control;
+pub mod http;
+pub mod metrics;
+pub mod store;
