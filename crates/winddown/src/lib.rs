@@ -2,3 +2,8 @@
 #![warn(missing_docs)]
 
 pub mod commit;
+
+pub use commit::{
+    CommitConfig, CommitError, CommitStats, Durability, DrainReport, GroupCommit, Sink, Submit,
+    SubmitMany, WhenFull,
+};
