@@ -4,6 +4,6 @@
 pub mod commit;
 
 pub use commit::{
-    CommitConfig, CommitError, CommitStats, Durability, DrainReport, GroupCommit, Sink, Submit,
+    CommitConfig, CommitError, CommitStats, DrainReport, Durability, GroupCommit, Sink, Submit,
     SubmitMany, WhenFull,
 };

@@ -70,9 +70,17 @@ async fn five_hundred_concurrent_submitters_are_all_durable_and_share_commits() 
     let records = FileSink::read_all(&path).unwrap();
     assert_eq!(records.len(), SUBMITTERS);
     let seqs: HashSet<u64> = acked.iter().map(|(_, seq)| *seq).collect();
-    assert_eq!(seqs.len(), SUBMITTERS, "every item got its own sequence number");
+    assert_eq!(
+        seqs.len(),
+        SUBMITTERS,
+        "every item got its own sequence number"
+    );
     for (i, seq) in &acked {
-        assert_eq!(records[*seq as usize], item(*i), "record {seq} holds item {i}");
+        assert_eq!(
+            records[*seq as usize],
+            item(*i),
+            "record {seq} holds item {i}"
+        );
     }
 
     let stats = committer.stats();
@@ -84,7 +92,10 @@ async fn five_hundred_concurrent_submitters_are_all_durable_and_share_commits() 
     );
     let report = drain(&committer).await;
     assert_eq!(report.stats.commits, stats.commits);
-    assert_eq!(report.sink.expect("the sink is handed back").fsyncs, stats.commits);
+    assert_eq!(
+        report.sink.expect("the sink is handed back").fsyncs,
+        stats.commits
+    );
 }
 
 #[tokio::test]
@@ -105,7 +116,11 @@ async fn a_batch_takes_everything_waiting_up_to_the_item_bound() {
         control.step(Step::Pass);
     }
     for (i, future) in rest.into_iter().enumerate() {
-        assert_eq!(within(future).await.unwrap(), i as u64 + 1, "acks follow submit order");
+        assert_eq!(
+            within(future).await.unwrap(),
+            i as u64 + 1,
+            "acks follow submit order"
+        );
     }
     assert_eq!(committer.stats().commits, 4);
     drain(&committer).await;
@@ -151,7 +166,10 @@ async fn a_poisoning_failure_fails_its_batch_and_everything_after() {
 
     for future in doomed {
         match within(future).await {
-            Err(CommitError::Commit { batch_items, source }) => {
+            Err(CommitError::Commit {
+                batch_items,
+                source,
+            }) => {
                 assert_eq!(batch_items, 3);
                 assert!(source.to_string().contains("injected failure"));
             }
@@ -166,7 +184,10 @@ async fn a_poisoning_failure_fails_its_batch_and_everything_after() {
     }
     // Later submits are refused at once.
     let later = committer.submit(item(7));
-    assert!(matches!(within(later).await, Err(CommitError::Poisoned { .. })));
+    assert!(matches!(
+        within(later).await,
+        Err(CommitError::Poisoned { .. })
+    ));
 
     let stats = committer.stats();
     assert!(stats.poisoned);
@@ -174,8 +195,14 @@ async fn a_poisoning_failure_fails_its_batch_and_everything_after() {
     assert_eq!(stats.failed_items, 6);
     let report = drain(&committer).await;
     assert!(report.poisoned.unwrap().contains("injected failure"));
-    assert!(report.sink.is_some(), "a poisoned sink is still handed back to be closed");
-    assert_eq!(FileSink::read_all(&dir.path().join("log")).unwrap(), vec![item(0)]);
+    assert!(
+        report.sink.is_some(),
+        "a poisoned sink is still handed back to be closed"
+    );
+    assert_eq!(
+        FileSink::read_all(&dir.path().join("log")).unwrap(),
+        vec![item(0)]
+    );
 }
 
 #[tokio::test]
@@ -193,14 +220,20 @@ async fn a_non_poisoning_failure_fails_only_its_batch() {
     let after = committer.submit(item(3));
     control.step(Step::Fail { poisons: false });
     for future in failing {
-        assert!(matches!(within(future).await, Err(CommitError::Commit { .. })));
+        assert!(matches!(
+            within(future).await,
+            Err(CommitError::Commit { .. })
+        ));
     }
     control.next_batch().await;
     control.step(Step::Pass);
     assert_eq!(within(after).await.unwrap(), 1);
     let stats = committer.stats();
     assert!(!stats.poisoned);
-    assert_eq!((stats.commits, stats.failed_commits, stats.failed_items), (2, 1, 2));
+    assert_eq!(
+        (stats.commits, stats.failed_commits, stats.failed_items),
+        (2, 1, 2)
+    );
     assert!(drain(&committer).await.poisoned.is_none());
     assert_eq!(
         FileSink::read_all(&dir.path().join("log")).unwrap(),
@@ -273,7 +306,10 @@ async fn a_full_queue_with_fail_fast_refuses_at_once() {
     let refused = tokio::time::timeout(Duration::from_millis(100), committer.submit(item(3)))
         .await
         .expect("FailFast answers at once");
-    assert!(matches!(refused, Err(CommitError::QueueFull { capacity: 2 })));
+    assert!(matches!(
+        refused,
+        Err(CommitError::QueueFull { capacity: 2 })
+    ));
     let group = committer.submit_many(vec![item(4)]).await;
     assert!(matches!(group, Err(CommitError::QueueFull { .. })));
 
@@ -340,8 +376,14 @@ async fn submitters_waiting_for_room_are_refused_when_the_committer_is_poisoned(
     });
     tokio::task::yield_now().await;
     control.step(Step::Fail { poisons: true });
-    assert!(matches!(within(busy).await, Err(CommitError::Commit { .. })));
-    assert!(matches!(within(queued).await, Err(CommitError::Poisoned { .. })));
+    assert!(matches!(
+        within(busy).await,
+        Err(CommitError::Commit { .. })
+    ));
+    assert!(matches!(
+        within(queued).await,
+        Err(CommitError::Poisoned { .. })
+    ));
     assert!(matches!(
         within(waiting).await.unwrap(),
         Err(CommitError::Poisoned { .. })
@@ -431,8 +473,8 @@ async fn a_drain_out_of_budget_reports_what_is_pending_and_can_be_retried() {
 async fn dropping_every_handle_still_commits_accepted_items() {
     let dir = disk_dir("gc-drop");
     let path = dir.path().join("log");
-    let committer = GroupCommit::start(FileSink::create(&path).unwrap(), CommitConfig::new("t"))
-        .unwrap();
+    let committer =
+        GroupCommit::start(FileSink::create(&path).unwrap(), CommitConfig::new("t")).unwrap();
     let futures: Vec<_> = (0..10).map(|i| committer.submit(item(i))).collect();
     drop(committer);
     for future in futures {
@@ -452,7 +494,12 @@ async fn submit_many_queues_all_or_nothing_and_keeps_order() {
         .await
         .unwrap();
     assert_eq!(acks, vec![0, 1, 2, 3, 4]);
-    assert!(within(committer.submit_many(Vec::new())).await.unwrap().is_empty());
+    assert!(
+        within(committer.submit_many(Vec::new()))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(matches!(
         within(committer.submit_many((0..9).map(item).collect())).await,
         Err(CommitError::TooManyItems {
@@ -475,7 +522,10 @@ async fn buffered_durability_skips_the_fsync_per_commit_and_syncs_at_drain() {
         within(committer.submit(item(i))).await.unwrap();
     }
     let sink = drain(&committer).await.sink.unwrap();
-    assert_eq!(sink.fsyncs, 1, "no fsync per commit, one at the end of the drain");
+    assert_eq!(
+        sink.fsyncs, 1,
+        "no fsync per commit, one at the end of the drain"
+    );
     assert_eq!(FileSink::read_all(&path).unwrap().len(), 3);
 }
 
@@ -497,7 +547,11 @@ async fn errors_say_what_failed_and_chain_their_source() {
         "injected failure (poisons: true)"
     );
     let refused = within(committer.submit(item(1))).await.unwrap_err();
-    assert!(refused.to_string().contains("injected failure (poisons: true)"));
+    assert!(
+        refused
+            .to_string()
+            .contains("injected failure (poisons: true)")
+    );
     assert!(refused.source().is_none());
     drain(&committer).await;
 }

@@ -100,7 +100,10 @@ impl CommitConfig {
     ///
     /// If `items` is 0.
     pub fn max_batch_items(mut self, items: usize) -> Self {
-        assert!(items > 0, "CommitConfig::max_batch_items must be at least 1");
+        assert!(
+            items > 0,
+            "CommitConfig::max_batch_items must be at least 1"
+        );
         self.max_batch_items = items;
         self
     }

@@ -65,7 +65,9 @@ impl<S: Sink> Future for Submit<S> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().state {
-            SubmitState::Queued(receiver) => Poll::Ready(flatten::<S>(ready!(Pin::new(receiver).poll(cx)))),
+            SubmitState::Queued(receiver) => {
+                Poll::Ready(flatten::<S>(ready!(Pin::new(receiver).poll(cx))))
+            }
             SubmitState::Refused(error) => {
                 Poll::Ready(Err(error.take().expect("Submit polled after it completed")))
             }

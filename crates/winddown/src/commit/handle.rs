@@ -116,7 +116,8 @@ impl<S: Sink> GroupCommit<S> {
                 WhenFull::Wait => {
                     let shared = Arc::clone(shared);
                     Submit::waiting(Box::pin(async move {
-                        let Ok(permit) = Arc::clone(&shared.room).acquire_many_owned(1).await else {
+                        let Ok(permit) = Arc::clone(&shared.room).acquire_many_owned(1).await
+                        else {
                             return Err(shared.refusal());
                         };
                         let mut receivers = shared.enqueue(std::iter::once((item, bytes)))?;
@@ -180,9 +181,7 @@ impl<S: Sink> GroupCommit<S> {
                 WhenFull::Wait => {
                     let shared = Arc::clone(shared);
                     SubmitMany::waiting(Box::pin(async move {
-                        let Ok(permit) = Arc::clone(&shared.room)
-                            .acquire_many_owned(permits)
-                            .await
+                        let Ok(permit) = Arc::clone(&shared.room).acquire_many_owned(permits).await
                         else {
                             return Err(shared.refusal());
                         };

@@ -12,9 +12,9 @@
 //!   [`CommitError::Abandoned`], never a hang.
 
 use std::collections::VecDeque;
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 
 use metrics::{Counter, Gauge, Histogram};
 use tokio::sync::{Semaphore, oneshot, watch};

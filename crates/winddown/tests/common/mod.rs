@@ -220,8 +220,24 @@ impl Sink for ControlledSink {
 pub(crate) fn disk_dir(prefix: &str) -> tempfile::TempDir {
     let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-data");
     std::fs::create_dir_all(&base).expect("create target/test-data");
+    let base = base.canonicalize().expect("canonicalize target/test-data");
     tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(base)
         .expect("create a temp dir under target/test-data")
+}
+
+/// The file system type holding `path` (from `/proc/self/mounts`), where that can be told.
+pub(crate) fn file_system_of(path: &Path) -> Option<String> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (_device, mount_point, fs_type) = (fields.next()?, fields.next()?, fields.next()?);
+            path.starts_with(mount_point)
+                .then(|| (mount_point.len(), fs_type.to_owned()))
+        })
+        .max_by_key(|(len, _)| *len)
+        .map(|(_, fs_type)| fs_type)
 }
