@@ -50,3 +50,4 @@ pub use report::{
 };
 pub use shutdown::{Escalation, Shutdown, StopState};
 pub use tasks::Tasks;
+pub use commit::{CommitConfig, CommitError, Durability, GroupCommit, Sink, WhenFull};

@@ -1,6 +1,50 @@
 //! Group commit: acknowledge an item only once the batch holding it is durable.
 //!
-//! (Being built — see issue 3. The `Sink` trait below is the contract the stores implement.)
+//! Many tasks [`submit`](GroupCommit::submit) items; one dedicated OS thread owns the (blocking)
+//! [`Sink`], takes everything that is waiting — up to the batch bounds of [`CommitConfig`] — and
+//! makes it durable with one [`Sink::commit`] call (one transaction, one fsync). While that call
+//! runs, the next batch gathers in the queue by itself: there is no timer and no sleep on the path,
+//! so a lone item is committed at once and a crowd shares the fsyncs.
+//!
+//! ```text
+//!  submit ─┐                       ┌──────── committer thread ────────┐
+//!  submit ─┼─► bounded queue ──────► take all waiting (≤ batch bounds) │
+//!  submit ─┘   (WhenFull policy)   │ sink.commit(&batch)  — one fsync │
+//!     ▲                            │ answer every submitter           │
+//!     └──────── ack or error ──────┴──────────────────────────────────┘
+//! ```
+//!
+//! # Guarantees
+//!
+//! - An item is acknowledged only after the sink call that wrote it returned `Ok`; what that
+//!   promises after a crash is set by [`Durability`].
+//! - Every submit future resolves: with the ack, with the error of its batch, or with a refusal.
+//!   A failed commit fails exactly the items of its batch. If the sink says the failure
+//!   [poisons](Sink::poisons) it, if it panics, or if it returns the wrong number of acks, the
+//!   committer is poisoned: the items still queued and every later submit get
+//!   [`CommitError::Poisoned`], and the sink is never called again.
+//! - [`GroupCommit::drain`] closes intake, commits everything accepted before, and hands the sink
+//!   back so the caller can close the store.
+//!
+//! # Metrics
+//!
+//! Through the [`metrics`] facade, labelled `committer="{name}"`:
+//! `winddown_commit_batch_items` (histogram), `winddown_commit_latency_seconds` (histogram, one
+//! sink call), `winddown_commit_queue_depth` (gauge), `winddown_commit_items_total` and
+//! `winddown_commit_failed_commits_total` (counters). [`GroupCommit::stats`] gives the same numbers
+//! without a recorder.
+
+mod committer;
+mod config;
+mod error;
+mod future;
+mod handle;
+mod shared;
+
+pub use config::{CommitConfig, Durability, WhenFull};
+pub use error::CommitError;
+pub use future::{Submit, SubmitMany};
+pub use handle::{CommitStats, DrainReport, GroupCommit};
 
 /// A store that makes a batch of items durable. The committer owns it on one thread and calls
 /// [`Sink::commit`] with every item that gathered while the previous commit ran.
@@ -26,5 +70,22 @@ pub trait Sink: Send + 'static {
     /// store unchanged (a rolled-back transaction on a full disk) may return `false`.
     fn poisons(_error: &Self::Error) -> bool {
         true
+    }
+
+    /// Writes the batch so that it survives a crash of this process, without waiting for stable
+    /// storage (for example `write` without `fsync`), and returns one ack per item, in order. Used
+    /// instead of [`commit`](Self::commit) only with [`Durability::Buffered`].
+    ///
+    /// The default calls [`commit`](Self::commit), so a sink that does not override it is fully
+    /// durable in every mode. Override it together with [`sync`](Self::sync).
+    fn commit_buffered(&mut self, batch: &[Self::Item]) -> Result<Vec<Self::Ack>, Self::Error> {
+        self.commit(batch)
+    }
+
+    /// Forces everything [`commit_buffered`](Self::commit_buffered) wrote to stable storage. The
+    /// committer calls it once, at the end of a drain, in [`Durability::Buffered`] mode. The
+    /// default does nothing, which is right for a sink whose `commit_buffered` is `commit`.
+    fn sync(&mut self) -> Result<(), Self::Error> {
+        Ok(())
     }
 }
