@@ -1,0 +1,4 @@
+//! depot: a durable record depot over HTTP.
+#![warn(missing_docs)]
+
+pub mod store;
