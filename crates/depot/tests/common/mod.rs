@@ -73,3 +73,15 @@ impl Drop for Mount {
 pub fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why} (this test needs root to mount file systems)");
 }
+
+/// An error with its sources, as a log line would show it.
+pub fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
