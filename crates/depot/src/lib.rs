@@ -3,6 +3,7 @@
 //! an acknowledged record.
 //!
 //! The binary is `src/main.rs`; this library holds its parts so integration tests can reach them.
+#![warn(missing_docs)]
 
 pub mod app;
 pub mod config;

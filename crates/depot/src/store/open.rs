@@ -1,0 +1,438 @@
+//! [`Store::open`]: lock, validate, recover, report.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, OpenFlags};
+
+use super::error::note;
+use super::readers::{Readers, StreamInfo};
+use super::writer::{Writer, seq_u64};
+use super::{
+    APPLICATION_ID, CLEAN_SHUTDOWN_FILE, DB_FILE, Foreign, LOCK_FILE, SCHEMA, SCHEMA_VERSION,
+    StoreError,
+};
+
+/// The paths of one data directory.
+#[derive(Debug)]
+pub(super) struct Paths {
+    pub(super) dir: PathBuf,
+    pub(super) db: PathBuf,
+    pub(super) wal: PathBuf,
+    pub(super) marker: PathBuf,
+    pub(super) lock: PathBuf,
+}
+
+impl Paths {
+    fn new(dir: &Path) -> Paths {
+        Paths {
+            dir: dir.to_path_buf(),
+            db: dir.join(DB_FILE),
+            wal: dir.join(format!("{DB_FILE}-wal")),
+            marker: dir.join(CLEAN_SHUTDOWN_FILE),
+            lock: dir.join(LOCK_FILE),
+        }
+    }
+}
+
+/// How much [`Store::open`] checks before it trusts the database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Verify {
+    /// The header (application id, schema version), and for every stream that its newest record
+    /// exists and matches `streams.last_seq`. Reads O(streams × log records) pages: fast with
+    /// millions of records.
+    #[default]
+    Tail,
+    /// `Tail`, then `PRAGMA quick_check`, which reads the whole file: O(size of the database).
+    QuickCheck,
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// What to check at open.
+    pub verify: Verify,
+    /// How many idle read-only connections the pool keeps.
+    pub max_idle_readers: usize,
+    /// How long a connection waits for a lock held by another connection before it fails with
+    /// [`StoreError::Busy`].
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            verify: Verify::Tail,
+            max_idle_readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How the previous run ended, as far as the data directory tells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LastRun {
+    /// There was no database: this open created it.
+    New,
+    /// The previous run closed the store with [`Writer::close`].
+    Clean,
+    /// The database exists but the clean-shutdown marker does not: the previous run crashed, was
+    /// killed, lost power, or dropped its [`Writer`] without closing it. SQLite recovered the
+    /// committed transactions from the write-ahead log.
+    Unclean,
+}
+
+/// What [`Store::open`] found. `Display` gives a one-line summary for the log.
+#[derive(Debug, Clone)]
+pub struct OpenReport {
+    /// The database file.
+    pub path: PathBuf,
+    /// How the previous run ended.
+    pub last_run: LastRun,
+    /// Size of the write-ahead log before this open: 0 after a clean shutdown; after an unclean
+    /// one, the log that recovery replayed (committed frames) or discarded (a torn tail).
+    pub wal_bytes_at_open: u64,
+    /// Every stream, by name, with its record count.
+    pub streams: Vec<StreamInfo>,
+    /// Records in all streams.
+    pub total_records: u64,
+    /// The checks that passed.
+    pub verified: Verify,
+    /// How long the open took.
+    pub elapsed: Duration,
+}
+
+impl fmt::Display for OpenReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "depot store {}: ", self.path.display())?;
+        match self.last_run {
+            LastRun::New => write!(f, "created")?,
+            LastRun::Clean => write!(f, "previous run stopped cleanly")?,
+            LastRun::Unclean => write!(
+                f,
+                "previous run did NOT stop cleanly; recovered from a {}-byte write-ahead log",
+                self.wal_bytes_at_open
+            )?,
+        }
+        let check = match self.verified {
+            Verify::Tail => "tail check",
+            Verify::QuickCheck => "tail check and quick_check",
+        };
+        write!(
+            f,
+            "; {} streams, {} records; {check} passed; opened in {} ms",
+            self.streams.len(),
+            self.total_records,
+            self.elapsed.as_millis()
+        )
+    }
+}
+
+/// An opened store: its one writer, its reader pool, and what opening found.
+///
+/// ```no_run
+/// # use depot::store::{Store, StoreOptions};
+/// # fn main() -> Result<(), depot::store::StoreError> {
+/// let Store { writer, readers, report } = Store::open("data", &StoreOptions::default())?;
+/// # drop((writer, readers, report)); Ok(()) }
+/// ```
+#[derive(Debug)]
+#[must_use = "dropping the Writer without Writer::close leaves the next open reporting an unclean shutdown"]
+pub struct Store {
+    /// The read-write connection; the group committer's [`Sink`](winddown::commit::Sink).
+    pub writer: Writer,
+    /// Read-only connections for queries.
+    pub readers: Readers,
+    /// What opening found.
+    pub report: OpenReport,
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`, which must exist.
+    ///
+    /// In order: takes the directory's lock (`depot.lock`; [`StoreError::Locked`] if another
+    /// process holds it), notes whether the clean-shutdown marker is there and how big the WAL is,
+    /// opens `depot.sqlite3` and checks its header before changing anything (refusing foreign
+    /// files and unknown schema versions), switches to WAL with `synchronous=FULL`, creates the
+    /// schema if the file is new, runs the [`Verify`] checks, and finally removes the marker and
+    /// fsyncs the directory, so that a crash from here on leaves it missing.
+    ///
+    /// Does not scan the tables: opening a store of a million records takes milliseconds unless
+    /// [`Verify::QuickCheck`] is asked for.
+    pub fn open(data_dir: impl AsRef<Path>, options: &StoreOptions) -> Result<Store, StoreError> {
+        let started = Instant::now();
+        let dir = data_dir.as_ref();
+        let meta = fs::metadata(dir).map_err(|e| StoreError::io(dir, e))?;
+        if !meta.is_dir() {
+            return Err(StoreError::CannotOpen {
+                path: dir.to_path_buf(),
+                source: note("not a directory"),
+            });
+        }
+        let paths = Arc::new(Paths::new(dir));
+        let lock = take_lock(&paths.lock)?;
+
+        let existed = file_len(&paths.db)? > 0 || file_len(&paths.wal)? > 0;
+        let wal_bytes_at_open = file_len(&paths.wal)?;
+        let marker = paths
+            .marker
+            .try_exists()
+            .map_err(|e| StoreError::io(&paths.marker, e))?;
+        let last_run = match (existed, marker) {
+            (false, _) => LastRun::New,
+            (true, true) => LastRun::Clean,
+            (true, false) => LastRun::Unclean,
+        };
+
+        let conn = open_writer(&paths, options)?;
+        let streams = survey(&conn, &paths.db)?;
+        if options.verify == Verify::QuickCheck {
+            quick_check(&conn, &paths.db)?;
+        }
+        if marker {
+            fs::remove_file(&paths.marker).map_err(|e| StoreError::io(&paths.marker, e))?;
+            sync_dir(&paths.dir)?;
+        }
+
+        let readers = Readers::new(
+            paths.clone(),
+            options.max_idle_readers,
+            options.busy_timeout,
+        );
+        let report = OpenReport {
+            path: paths.db.clone(),
+            last_run,
+            wal_bytes_at_open,
+            total_records: streams.iter().map(|s| s.records).sum(),
+            streams,
+            verified: options.verify,
+            elapsed: started.elapsed(),
+        };
+        Ok(Store {
+            writer: Writer::new(conn, paths, readers.clone(), lock),
+            readers,
+            report,
+        })
+    }
+}
+
+fn take_lock(path: &Path) -> Result<File, StoreError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::io(path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            path: path.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => Err(StoreError::io(path, e)),
+    }
+}
+
+fn file_len(path: &Path) -> Result<u64, StoreError> {
+    match fs::metadata(path) {
+        Ok(meta) => Ok(meta.len()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(StoreError::io(path, e)),
+    }
+}
+
+/// Opens the read-write connection, refuses foreign files, configures durability, and creates
+/// the schema in a new file.
+fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, StoreError> {
+    let db = paths.db.as_path();
+    let sqlite = |e| StoreError::sqlite(db, e);
+    let conn = Connection::open_with_flags(
+        db,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sqlite)?;
+    conn.busy_timeout(options.busy_timeout).map_err(sqlite)?;
+    conn.set_prepared_statement_cache_capacity(32);
+
+    // Look before touching: nothing below may modify a file that is not ours.
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |row| row.get(0))
+        .map_err(sqlite)?;
+    let version: i32 = conn
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(sqlite)?;
+    let objects: i64 = conn
+        .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
+        .map_err(sqlite)?;
+    let fresh = match (app_id, version) {
+        (APPLICATION_ID, SCHEMA_VERSION) => false,
+        (APPLICATION_ID, found) => {
+            return Err(StoreError::UnsupportedSchema {
+                path: db.to_path_buf(),
+                found,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        (0, 0) if objects == 0 => true,
+        (0, _) => return Err(not_depot(db, Foreign::Unmarked)),
+        (other, _) => return Err(not_depot(db, Foreign::ApplicationId(other))),
+    };
+    if conn.is_readonly("main").map_err(sqlite)? {
+        return Err(StoreError::ReadOnly {
+            path: db.to_path_buf(),
+            source: Some(note("SQLite could only open the file read-only")),
+        });
+    }
+
+    if fresh {
+        conn.pragma_update(None, "page_size", 4096)
+            .map_err(sqlite)?;
+    }
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(sqlite)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unsupported {
+            path: db.to_path_buf(),
+            detail: format!("SQLite refused WAL journal mode (it kept {mode:?})"),
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sqlite)?;
+    let synchronous: i64 = conn
+        .pragma_query_value(None, "synchronous", |row| row.get(0))
+        .map_err(sqlite)?;
+    if synchronous != 2 {
+        return Err(StoreError::Unsupported {
+            path: db.to_path_buf(),
+            detail: format!("SQLite refused synchronous=FULL (it kept {synchronous})"),
+        });
+    }
+    // Keep the WAL from staying huge after a burst once it has been checkpointed.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)
+        .map_err(sqlite)?;
+
+    if fresh {
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA application_id = {APPLICATION_ID};\n\
+             PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+        ))
+        .map_err(sqlite)?;
+        sync_dir(&paths.dir)?;
+    }
+    Ok(conn)
+}
+
+fn not_depot(db: &Path, reason: Foreign) -> StoreError {
+    StoreError::NotADepotDatabase {
+        path: db.to_path_buf(),
+        reason,
+        source: None,
+    }
+}
+
+/// Lists the streams and checks, per stream, that the newest record exists and agrees with
+/// `streams.last_seq`. Touches the rightmost pages of the records table and index, which are the
+/// ones a torn or truncated file loses first.
+fn survey(conn: &Connection, db: &Path) -> Result<Vec<StreamInfo>, StoreError> {
+    let sqlite = |e| StoreError::sqlite(db, e);
+    let mut stmt = conn
+        .prepare("SELECT id, name, last_seq FROM streams ORDER BY name")
+        .map_err(sqlite)?;
+    let rows: Vec<(i64, String, i64)> = stmt
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        .and_then(Iterator::collect)
+        .map_err(sqlite)?;
+    let mut tail = conn
+        .prepare(
+            "SELECT seq, typeof(payload) FROM records WHERE stream_id = ?1 \
+             ORDER BY seq DESC LIMIT 1",
+        )
+        .map_err(sqlite)?;
+    let mut streams = Vec::with_capacity(rows.len());
+    for (id, name, last_seq) in rows {
+        let newest: Option<i64> = tail
+            .query_map([id], |row| row.get(0))
+            .and_then(|mut rows| rows.next().transpose())
+            .map_err(sqlite)?;
+        let consistent = match newest {
+            None => last_seq == 0,
+            Some(seq) => seq == last_seq,
+        };
+        if !consistent {
+            return Err(StoreError::Corrupt {
+                path: db.to_path_buf(),
+                detail: format!(
+                    "stream {name:?} should end at sequence {last_seq}, but its newest record is {}",
+                    newest.map_or_else(|| "missing".to_owned(), |s| s.to_string())
+                ),
+                source: None,
+            });
+        }
+        let last_seq = seq_u64(last_seq);
+        streams.push(StreamInfo {
+            name,
+            records: last_seq,
+            last_seq,
+        });
+    }
+    Ok(streams)
+}
+
+fn quick_check(conn: &Connection, db: &Path) -> Result<(), StoreError> {
+    let mut problems = Vec::new();
+    conn.pragma_query(None, "quick_check", |row| {
+        problems.push(row.get::<_, String>(0)?);
+        Ok(())
+    })
+    .map_err(|e| StoreError::sqlite(db, e))?;
+    if problems == ["ok"] {
+        return Ok(());
+    }
+    problems.truncate(5);
+    Err(StoreError::Corrupt {
+        path: db.to_path_buf(),
+        detail: format!("quick_check: {}", problems.join("; ")),
+        source: None,
+    })
+}
+
+/// Creates and fsyncs the clean-shutdown marker, then fsyncs the directory.
+pub(super) fn write_clean_marker(paths: &Paths) -> Result<(), StoreError> {
+    let marker = &paths.marker;
+    let io = |e| StoreError::io(marker, e);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(marker)
+        .map_err(io)?;
+    file.write_all(b"depot closed this store cleanly\n")
+        .map_err(io)?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    sync_dir(&paths.dir)
+}
+
+/// Makes a create, rename or unlink in `dir` durable.
+fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    #[cfg(unix)]
+    {
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| StoreError::io(dir, e))
+    }
+    // Windows cannot open a directory as a file without FILE_FLAG_BACKUP_SEMANTICS; NTFS
+    // journals directory entries itself.
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}

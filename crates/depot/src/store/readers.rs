@@ -1,0 +1,180 @@
+//! [`Readers`]: a small pool of read-only connections.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, params};
+
+use super::StoreError;
+use super::open::Paths;
+use super::writer::{UnixMillis, seq_u64};
+
+/// One stream's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamInfo {
+    /// The stream's name.
+    pub name: String,
+    /// How many records it holds (equal to `last_seq`: sequences start at 1 and have no gaps).
+    pub records: u64,
+    /// The sequence number of its newest record, 0 if it has none.
+    pub last_seq: u64,
+}
+
+/// One stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Its sequence number in its stream.
+    pub seq: u64,
+    /// The JSON value as posted.
+    pub payload: String,
+    /// When depot received the request that carried it.
+    pub received_at: UnixMillis,
+}
+
+/// A cheap-to-clone handle on a pool of read-only connections. Every method blocks on SQLite:
+/// call it from `tokio::task::spawn_blocking` (or another thread), not from an async task.
+///
+/// Connections are opened on demand and up to `max_idle_readers` are kept for reuse; each keeps
+/// its prepared statements. A read sees the batches committed before it started.
+#[derive(Clone)]
+pub struct Readers {
+    inner: Arc<Pool>,
+}
+
+struct Pool {
+    paths: Arc<Paths>,
+    idle: Mutex<Vec<Connection>>,
+    closed: AtomicBool,
+    max_idle: usize,
+    busy_timeout: Duration,
+}
+
+impl fmt::Debug for Readers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Readers")
+            .field("path", &self.inner.paths.db)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Readers {
+    pub(super) fn new(paths: Arc<Paths>, max_idle: usize, busy_timeout: Duration) -> Readers {
+        Readers {
+            inner: Arc::new(Pool {
+                paths,
+                idle: Mutex::new(Vec::new()),
+                closed: AtomicBool::new(false),
+                max_idle,
+                busy_timeout,
+            }),
+        }
+    }
+
+    /// Every stream with its record count and last sequence number, by name.
+    pub fn streams(&self) -> Result<Vec<StreamInfo>, StoreError> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare_cached("SELECT name, last_seq FROM streams ORDER BY name")?;
+            let rows = stmt.query_map([], |row| {
+                let last_seq = seq_u64(row.get(1)?);
+                Ok(StreamInfo {
+                    name: row.get(0)?,
+                    records: last_seq,
+                    last_seq,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// Up to `limit` records of `stream` with a sequence number above `after_seq`, in order. An
+    /// unknown stream has no records.
+    pub fn read(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT seq, payload, received_at_ms FROM records \
+                 WHERE stream_id = (SELECT id FROM streams WHERE name = ?1) AND seq > ?2 \
+                 ORDER BY seq LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![stream, after, limit], |row| {
+                Ok(Record {
+                    seq: seq_u64(row.get(0)?),
+                    payload: row.get(1)?,
+                    received_at: UnixMillis(row.get(2)?),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    /// The number of records in all streams.
+    pub fn total_records(&self) -> Result<u64, StoreError> {
+        self.with_conn(|conn| {
+            conn.prepare_cached("SELECT COALESCE(SUM(last_seq), 0) FROM streams")?
+                .query_row([], |row| row.get(0).map(seq_u64))
+        })
+    }
+
+    /// Refuses further reads and closes the idle connections. Reads in flight finish; their
+    /// connections are closed when they return.
+    pub(super) fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+        let idle = std::mem::take(&mut *self.lock_idle());
+        drop(idle);
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        // A panic while holding the lock cannot leave the Vec half-updated.
+        self.inner
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        let pool = &self.inner;
+        let db = &pool.paths.db;
+        if pool.closed.load(Ordering::SeqCst) {
+            return Err(StoreError::Closed { path: db.clone() });
+        }
+        let reused = self.lock_idle().pop();
+        let conn = match reused {
+            Some(conn) => conn,
+            None => self.open_one()?,
+        };
+        // On error the connection is dropped rather than returned: it may be mid-statement.
+        let value = f(&conn).map_err(|e| StoreError::sqlite(db, e))?;
+        if !pool.closed.load(Ordering::SeqCst) {
+            let mut idle = self.lock_idle();
+            if idle.len() < pool.max_idle {
+                idle.push(conn);
+            }
+        }
+        Ok(value)
+    }
+
+    fn open_one(&self) -> Result<Connection, StoreError> {
+        let db = &self.inner.paths.db;
+        let conn = Connection::open_with_flags(
+            db,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| StoreError::sqlite(db, e))?;
+        conn.busy_timeout(self.inner.busy_timeout)
+            .map_err(|e| StoreError::sqlite(db, e))?;
+        Ok(conn)
+    }
+}
