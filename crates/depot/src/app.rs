@@ -5,8 +5,9 @@
 //!    `unready_delay_ms`) the listener closes;
 //! 2. finish in-flight — open requests finish (bounded by the phase's budget);
 //! 3. flush — the group committer commits everything it accepted;
-//! 4. close stores — WAL checkpoint, connections closed, clean-shutdown marker written;
-//! 5. release — temp area removed, lock released.
+//! 4. close stores — WAL checkpoint, connections closed, clean-shutdown marker written, lock
+//!    released;
+//! 5. release — temp area removed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use winddown::commit::{CommitConfig, GroupCommit};
 use winddown::host::AppError;
-use winddown::{DrainPlan, Host, LockFile, Progress, Reporter, ShutdownReport, Stage, TempArea};
+use winddown::{DrainPlan, Host, Progress, Reporter, ShutdownReport, Stage, TempArea};
 
 use crate::config::Config;
 use crate::http::{self, AppState, Server};
@@ -42,13 +43,14 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     let dir = config.data_dir.clone();
     create_private_dir(&dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
-    let lock = LockFile::acquire(dir.join(files::LOCK))?;
-    let temp = TempArea::open(dir.join(files::TEMP))?;
     let last_shutdown = fs::read(dir.join(files::LAST_SHUTDOWN))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
 
+    // Opening the store takes the data directory's single-instance lock (`depot.lock`); only
+    // then is it safe to sweep the temp area.
     let store = Store::open(&dir, &StoreOptions::default())?;
+    let temp = TempArea::open(dir.join(files::TEMP))?;
     tracing::info!(report = %store.report, "store opened");
     let recovery = serde_json::json!({
         "last_run": format!("{:?}", store.report.last_run),
@@ -94,7 +96,15 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     tracing::info!(listen = %addr, data_dir = %dir.display(), pid = std::process::id(), "depot serving");
     eprintln!("depot serving on http://{addr} — data in {}", dir.display());
 
-    let plan = drain_plan(state, server, committer, store.readers, config.unready_delay_ms, lock, temp, &dir);
+    let plan = drain_plan(
+        state,
+        server,
+        committer,
+        store.readers,
+        config.unready_delay_ms,
+        temp,
+        &dir,
+    );
     host.ready();
     let progress = ProgressFile::create(&dir.join(files::PROGRESS));
     let report = host.drain_with(plan, &progress).await;
@@ -111,7 +121,6 @@ fn drain_plan(
     committer: GroupCommit<Writer>,
     readers: crate::store::Readers,
     unready_delay_ms: u64,
-    lock: LockFile,
     temp: TempArea,
     dir: &Path,
 ) -> DrainPlan {
@@ -121,23 +130,31 @@ fn drain_plan(
     let (writer_in, writer_out) = (writer.clone(), writer);
     let running_file: PathBuf = dir.join(files::RUNNING);
     DrainPlan::new()
-        .phase(Stage::StopAccepting, "readiness off, listener closed", move |ctx| async move {
-            state.draining.store(true, Ordering::Release);
-            let delay = Duration::from_millis(unready_delay_ms).min(ctx.remaining() / 2);
-            if !delay.is_zero() {
-                ctx.set_progress("/readyz answers 503; waiting for load balancers to notice");
-                tokio::time::sleep(delay).await;
-            }
-            *lock_slot(&conns_in) = Some(server.stop_accepting().await);
-            Ok::<_, std::io::Error>(())
-        })
-        .phase(Stage::FinishInFlight, "in-flight requests", move |_| async move {
-            let connections = lock_slot(&conns_out).take();
-            if let Some(connections) = connections {
-                connections.finish().await;
-            }
-            Ok::<_, std::io::Error>(())
-        })
+        .phase(
+            Stage::StopAccepting,
+            "readiness off, listener closed",
+            move |ctx| async move {
+                state.draining.store(true, Ordering::Release);
+                let delay = Duration::from_millis(unready_delay_ms).min(ctx.remaining() / 2);
+                if !delay.is_zero() {
+                    ctx.set_progress("/readyz answers 503; waiting for load balancers to notice");
+                    tokio::time::sleep(delay).await;
+                }
+                *lock_slot(&conns_in) = Some(server.stop_accepting().await);
+                Ok::<_, std::io::Error>(())
+            },
+        )
+        .phase(
+            Stage::FinishInFlight,
+            "in-flight requests",
+            move |_| async move {
+                let connections = lock_slot(&conns_out).take();
+                if let Some(connections) = connections {
+                    connections.finish().await;
+                }
+                Ok::<_, std::io::Error>(())
+            },
+        )
         .phase(Stage::Flush, "group commit", move |ctx| async move {
             let drained = committer.drain(ctx.remaining()).await?;
             ctx.set_detail(format!(
@@ -150,23 +167,27 @@ fn drain_plan(
                 None => Ok::<_, winddown::PhaseError>(()),
             }
         })
-        .phase(Stage::CloseStores, "sqlite checkpoint and close", move |ctx| async move {
-            let writer = lock_slot(&writer_out).take();
-            let Some(writer) = writer else {
-                return Err::<(), winddown::PhaseError>("the writer was not handed back by the flush".into());
-            };
-            tokio::task::spawn_blocking(move || {
-                readers.close();
-                writer.close()
-            })
-            .await??;
-            ctx.set_detail("WAL checkpointed, clean-shutdown marker written");
-            Ok(())
-        })
-        .phase(Stage::Release, "temp area and lock", move |_| async move {
+        .phase(
+            Stage::CloseStores,
+            "sqlite checkpoint and close",
+            move |ctx| async move {
+                let writer = lock_slot(&writer_out).take();
+                let Some(writer) = writer else {
+                    return Err::<(), winddown::PhaseError>(
+                        "the writer was not handed back by the flush".into(),
+                    );
+                };
+                // Closing the writer closes the readers too.
+                drop(readers);
+                tokio::task::spawn_blocking(move || writer.close()).await??;
+                ctx.set_detail("WAL checkpointed, clean-shutdown marker written");
+                Ok(())
+            },
+        )
+        // The lock was released with the writer, after the clean-shutdown marker was written.
+        .phase(Stage::Release, "temp area", move |_| async move {
             let _ = fs::remove_file(&running_file);
             temp.release()?;
-            lock.release();
             Ok::<_, std::io::Error>(())
         })
 }

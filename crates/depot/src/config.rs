@@ -96,7 +96,12 @@ impl Default for Config {
 pub fn default_data_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("STATE_DIRECTORY") {
         // systemd may list several, separated by ':'; the first is ours.
-        let first = dir.to_string_lossy().split(':').next().unwrap_or_default().to_owned();
+        let first = dir
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         if !first.is_empty() {
             return PathBuf::from(first);
         }
@@ -280,18 +285,32 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn file_then_env_then_flags() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 100\ncommit_queue = 7\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nmax_body_bytes = 100\ncommit_queue = 7\n",
+        )
+        .unwrap();
         let c = Config::load(
             Some(&file),
-            env(&[("DEPOT_MAX_BODY_BYTES", "200"), ("DEPOT_LISTEN", "127.0.0.1:9001"), ("PATH", "/bin")]),
-            &Overrides { listen: Some("127.0.0.1:9002".parse().unwrap()), ..Default::default() },
+            env(&[
+                ("DEPOT_MAX_BODY_BYTES", "200"),
+                ("DEPOT_LISTEN", "127.0.0.1:9001"),
+                ("PATH", "/bin"),
+            ]),
+            &Overrides {
+                listen: Some("127.0.0.1:9002".parse().unwrap()),
+                ..Default::default()
+            },
         )
         .unwrap();
         assert_eq!(c.max_body_bytes, 200);
@@ -304,22 +323,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.toml");
         std::fs::write(&file, "lisen = \"127.0.0.1:9000\"\n").unwrap();
-        let e = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap_err().to_string();
+        let e = Config::load(Some(&file), env(&[]), &Overrides::default())
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("lisen") && e.contains("depot.toml"), "{e}");
 
-        let e = Config::load(None, env(&[("DEPOT_MAX_BODY_BYTES", "lots")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_MAX_BODY_BYTES", "lots")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("DEPOT_MAX_BODY_BYTES"), "{e}");
 
-        let e = Config::load(None, env(&[("DEPOT_MAX_BODDY", "1")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("max_boddy") && e.contains("max_body_bytes"), "{e}");
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_MAX_BODDY", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("max_boddy") && e.contains("max_body_bytes"),
+            "{e}"
+        );
 
-        let e = Config::load(None, env(&[("DEPOT_COMMIT_QUEUE", "0")]), &Overrides::default())
-            .unwrap_err()
-            .to_string();
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_COMMIT_QUEUE", "0")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("`commit_queue`"), "{e}");
     }
 }

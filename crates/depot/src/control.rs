@@ -33,7 +33,9 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
         let lines: Vec<&str> = text.lines().collect();
         let mut finished = false;
         for line in lines.iter().skip(shown) {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
             if v.get("finished").is_some() {
                 finished = true;
                 continue;
@@ -71,7 +73,11 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
     }
     let report = print_last_shutdown(data_dir);
     Ok(report
-        .and_then(|r| r["outcome"].as_str().map(|o| if o == "clean" { 0 } else { 1 }))
+        .and_then(|r| {
+            r["outcome"]
+                .as_str()
+                .map(|o| if o == "clean" { 0 } else { 1 })
+        })
         .unwrap_or(0))
 }
 
@@ -85,8 +91,15 @@ pub fn status(data_dir: &Path) -> Result<i32, String> {
                 .and_then(|b| serde_json::from_slice(&b).ok())
                 .unwrap_or(Value::Null);
             let listen = running["listen"].as_str().unwrap_or("unknown");
-            println!("depot is running: PID {pid}, listening on http://{listen}, data in {}", data_dir.display());
-            match listen.parse().ok().and_then(|addr| get_json(addr, "/v1/status")) {
+            println!(
+                "depot is running: PID {pid}, listening on http://{listen}, data in {}",
+                data_dir.display()
+            );
+            match listen
+                .parse()
+                .ok()
+                .and_then(|addr| get_json(addr, "/v1/status"))
+            {
                 Some(s) => {
                     println!(
                         "  state {}, up {} s, {} records, version {}",
@@ -114,6 +127,15 @@ fn progress_line(v: &Value) -> String {
     if phase.is_null() {
         return format!("stopping ({})", v["reason"].as_str().unwrap_or("?"));
     }
+    if v["event"] == "phase_ended" {
+        return format!(
+            "phase {}/{} {}: {}",
+            phase["index"].as_u64().unwrap_or(0) + 1,
+            phase["count"],
+            phase["name"].as_str().unwrap_or("?"),
+            v["outcome"].as_str().unwrap_or("?")
+        );
+    }
     let mut line = format!(
         "phase {}/{} {} — {:.1} s left",
         phase["index"].as_u64().unwrap_or(0) + 1,
@@ -136,7 +158,11 @@ fn print_last_shutdown(data_dir: &Path) -> Option<Value> {
         "last shutdown: {} after {}, {} in {:.3} s",
         report["outcome"].as_str().unwrap_or("?"),
         report["reason"].as_str().unwrap_or("?"),
-        if report["outcome"] == "clean" { "every phase done" } else { "not every phase done" },
+        if report["outcome"] == "clean" {
+            "every phase done"
+        } else {
+            "not every phase done"
+        },
         report["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
     );
     for p in report["phases"].as_array().into_iter().flatten() {
@@ -169,7 +195,7 @@ fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
 
 #[cfg(unix)]
 fn send_stop(pid: u32) -> Result<(), String> {
-    use nix::sys::signal::{kill, Signal};
+    use nix::sys::signal::{Signal, kill};
     kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGTERM)
         .map_err(|e| format!("cannot signal depot (PID {pid}): {e}"))
 }

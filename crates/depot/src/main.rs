@@ -62,7 +62,10 @@ fn main() -> ExitCode {
     };
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => serve(config),
-        Command::Stop { timeout } => report(depot::control::stop(&config.data_dir, Duration::from_secs(timeout))),
+        Command::Stop { timeout } => report(depot::control::stop(
+            &config.data_dir,
+            Duration::from_secs(timeout),
+        )),
         Command::Status => report(depot::control::status(&config.data_dir)),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
@@ -81,9 +84,14 @@ fn serve(config: Config) -> i32 {
     if let Some(ms) = config.sigterm_budget_ms {
         budgets.set(StopReason::SigTerm, Duration::from_millis(ms));
     }
-    winddown::run(HostOptions::new("depot").budgets(budgets), move |host| async move {
-        depot::app::run(host, config).await.inspect_err(|e| eprintln!("depot: {e}"))
-    })
+    winddown::run(
+        HostOptions::new("depot").budgets(budgets),
+        move |host| async move {
+            depot::app::run(host, config)
+                .await
+                .inspect_err(|e| eprintln!("depot: {e}"))
+        },
+    )
 }
 
 fn init_logs(format: LogFormat) {
@@ -94,7 +102,9 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         builder.json().with_current_span(true).init();
     } else {

@@ -8,7 +8,9 @@ pub fn install() -> Option<PrometheusHandle> {
     let latency_buckets = [
         0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 5.0,
     ];
-    let size_buckets = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+    let size_buckets = [
+        1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+    ];
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &latency_buckets)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("items".into()), &size_buckets));
@@ -25,11 +27,20 @@ pub fn install() -> Option<PrometheusHandle> {
 }
 
 fn describe() {
-    metrics::describe_counter!("depot_http_requests_total", "HTTP requests by route, method and status");
-    metrics::describe_histogram!("depot_http_request_duration_seconds", "HTTP request latency");
+    metrics::describe_counter!(
+        "depot_http_requests_total",
+        "HTTP requests by route, method and status"
+    );
+    metrics::describe_histogram!(
+        "depot_http_request_duration_seconds",
+        "HTTP request latency"
+    );
     metrics::describe_gauge!("depot_http_in_flight", "HTTP requests being served");
     metrics::describe_counter!("depot_records_stored_total", "Records made durable");
-    metrics::describe_gauge!("depot_commit_queue_depth", "Append requests queued or being committed");
+    metrics::describe_gauge!(
+        "depot_commit_queue_depth",
+        "Append requests queued or being committed"
+    );
     metrics::describe_gauge!(
         "depot_last_shutdown_phase_seconds",
         "Duration of each phase of the previous shutdown"

@@ -17,10 +17,12 @@ fn main() {
 
         // Tracked tasks see the stop and are waited for, with a bound.
         for n in 0..3 {
-            host.shutdown().tasks().spawn(format!("worker {n}"), move |stop| async move {
-                stop.cancelled().await; // finish the current unit of work, then return
-                tokio::time::sleep(Duration::from_millis(300 * n)).await;
-            });
+            host.shutdown()
+                .tasks()
+                .spawn(format!("worker {n}"), move |stop| async move {
+                    stop.cancelled().await; // finish the current unit of work, then return
+                    tokio::time::sleep(Duration::from_millis(300 * n)).await;
+                });
         }
 
         // The drain plan: phases run in stage order, each with its share of the stop's budget.
@@ -42,7 +44,10 @@ fn main() {
             });
 
         host.ready();
-        println!("running as PID {}: press Ctrl+C to stop", std::process::id());
+        println!(
+            "running as PID {}: press Ctrl+C to stop",
+            std::process::id()
+        );
         let report = host.drain(plan).await;
         println!("{report}");
         Ok(report)

@@ -39,6 +39,7 @@ mod shutdown;
 mod tasks;
 pub mod testing;
 
+pub use commit::{CommitConfig, CommitError, Durability, GroupCommit, Sink, WhenFull};
 pub use guard::{LockError, LockFile, TempArea};
 pub use host::{Host, HostHooks, HostKind, HostOptions, run};
 pub use plan::{Criticality, DrainPlan, Phase, PhaseContext, PhaseError, Stage, drain};
@@ -50,4 +51,3 @@ pub use report::{
 };
 pub use shutdown::{Escalation, Shutdown, StopState};
 pub use tasks::Tasks;
-pub use commit::{CommitConfig, CommitError, Durability, GroupCommit, Sink, WhenFull};

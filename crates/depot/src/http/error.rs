@@ -1,6 +1,6 @@
 //! API errors: a stable `code`, a message a person can act on, and the right status.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -113,7 +113,9 @@ impl ApiError {
             other => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
-                format!("{other}; the request may not have been stored, retry with the same Idempotency-Key"),
+                format!(
+                    "{other}; the request may not have been stored, retry with the same Idempotency-Key"
+                ),
             ),
         }
     }
@@ -124,14 +126,19 @@ impl ApiError {
             Rejected::IdempotencyConflict { .. } => {
                 ApiError::new(StatusCode::CONFLICT, "idempotency_conflict", r.to_string())
             }
-            Rejected::Empty => ApiError::new(StatusCode::BAD_REQUEST, "empty_request", r.to_string()),
-            other => ApiError::new(StatusCode::BAD_REQUEST, "rejected", other.to_string()),
+            Rejected::Empty => {
+                ApiError::new(StatusCode::BAD_REQUEST, "empty_request", r.to_string())
+            }
         }
     }
 
     /// Maps a read failure.
     pub fn from_read(e: &StoreError) -> Self {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", e.to_string())
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            e.to_string(),
+        )
     }
 }
 
@@ -144,7 +151,12 @@ impl IntoResponse for ApiError {
             },
         })
         .unwrap_or_default();
-        let mut response = (self.status, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        let mut response = (
+            self.status,
+            [(header::CONTENT_TYPE, "application/json")],
+            body,
+        )
+            .into_response();
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

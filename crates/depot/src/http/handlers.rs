@@ -2,14 +2,14 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
-use serde_json::value::RawValue;
 use serde_json::json;
+use serde_json::value::RawValue;
 
 use super::{ApiError, AppState};
 use crate::store::{AppendKind, AppendRequest, UnixMillis};
@@ -41,16 +41,25 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.committer.stats();
     metrics::gauge!("depot_commit_queue_depth").set((stats.queued + stats.in_flight) as f64);
-    let text = state.metrics.as_ref().map(|h| h.render()).unwrap_or_default();
+    let text = state
+        .metrics
+        .as_ref()
+        .map(|h| h.render())
+        .unwrap_or_default();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         text,
     )
         .into_response()
 }
 
 /// `GET /v1/status`.
-pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn status(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let records = state.read(|r| r.total_records()).await?;
     let stats = state.committer.stats();
     Ok(Json(json!({
@@ -74,7 +83,9 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Result<Json<serde_jso
 }
 
 /// `GET /v1/streams`.
-pub async fn streams(State(state): State<Arc<AppState>>) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn streams(
+    State(state): State<Arc<AppState>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let streams = state.read(|r| r.streams()).await?;
     let streams: Vec<_> = streams
         .into_iter()
@@ -135,7 +146,9 @@ pub async fn read_records(
                 .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
         })
         .collect();
-    Ok(Json(json!({ "stream": stream, "records": records, "next_after": next_after })))
+    Ok(Json(
+        json!({ "stream": stream, "records": records, "next_after": next_after }),
+    ))
 }
 
 /// `POST /v1/streams/{stream}/records`: one JSON value, or an array of them. `201` only once the
@@ -259,7 +272,8 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 /// One JSON value is one record; a JSON array is one record per element. Each record's text is
 /// kept exactly as sent.
 pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, ApiError> {
-    let value: &RawValue = serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
+    let value: &RawValue =
+        serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
     let text = value.get();
     let payloads = if text.starts_with('[') {
         let items: Vec<&RawValue> =
@@ -294,10 +308,22 @@ mod tests {
 
     #[test]
     fn records_keep_their_text_and_arrays_split() {
-        assert_eq!(split_records(br#" {"a": 1} "#, 10).unwrap(), [r#"{"a": 1}"#]);
-        assert_eq!(split_records(br#"[1, "two", {"x":[3]}]"#, 10).unwrap(), ["1", r#""two""#, r#"{"x":[3]}"#]);
-        assert_eq!(split_records(b"[]", 10).unwrap_err().status(), StatusCode::BAD_REQUEST);
-        assert_eq!(split_records(b"[1,2,3]", 2).unwrap_err().status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            split_records(br#" {"a": 1} "#, 10).unwrap(),
+            [r#"{"a": 1}"#]
+        );
+        assert_eq!(
+            split_records(br#"[1, "two", {"x":[3]}]"#, 10).unwrap(),
+            ["1", r#""two""#, r#"{"x":[3]}"#]
+        );
+        assert_eq!(
+            split_records(b"[]", 10).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(
+            split_records(b"[1,2,3]", 2).unwrap_err().status(),
+            StatusCode::BAD_REQUEST
+        );
         assert!(split_records(b"{\"a\":", 10).is_err());
         assert!(split_records(b"\xff\xfe", 10).is_err());
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);

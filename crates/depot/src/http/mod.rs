@@ -1,20 +1,20 @@
 //! The HTTP API (see `docs/API.md`): records in and out, health, readiness, metrics, status.
 
 mod error;
-mod handlers;
+pub mod handlers;
 mod server;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime};
 
+use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
@@ -140,8 +140,15 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
     metrics::counter!("depot_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("depot_http_request_duration_seconds", "route" => route).record(elapsed.as_secs_f64());
-    span.in_scope(|| tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request done"));
+    metrics::histogram!("depot_http_request_duration_seconds", "route" => route)
+        .record(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            elapsed_us = elapsed.as_micros() as u64,
+            "request done"
+        )
+    });
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         response.headers_mut().insert("x-request-id", v);
     }

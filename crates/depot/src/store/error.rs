@@ -131,12 +131,15 @@ pub enum StoreError {
 
     /// Another process holds the data directory's lock.
     #[error(
-        "{path} is locked by another process: another depot is probably running on this \
-         data directory; stop it or choose another directory"
+        "another depot is running on this data directory: {path} is locked{}; stop it \
+         (`depot stop`) or choose another data directory",
+        pid.map(|p| format!(" by PID {p}")).unwrap_or_default()
     )]
     Locked {
         /// The lock file.
         path: PathBuf,
+        /// The holder's PID, as it wrote it in the lock file.
+        pid: Option<u32>,
     },
 
     /// SQLite could not get a lock within the busy timeout (SQLITE_BUSY / SQLITE_LOCKED). Nothing

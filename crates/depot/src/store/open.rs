@@ -1,11 +1,12 @@
 //! [`Store::open`]: lock, validate, recover, report.
 
 use std::fmt;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use winddown::{LockError, LockFile};
 
 use rusqlite::{Connection, OpenFlags};
 
@@ -220,21 +221,12 @@ impl Store {
     }
 }
 
-fn take_lock(path: &Path) -> Result<File, StoreError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(|e| StoreError::io(path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
-            path: path.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(StoreError::io(path, e)),
-    }
+fn take_lock(path: &Path) -> Result<LockFile, StoreError> {
+    LockFile::acquire(path).map_err(|e| match e {
+        LockError::Held { path, pid } => StoreError::Locked { path, pid },
+        LockError::Io { path, source } => StoreError::io(&path, source),
+        other => StoreError::io(path, std::io::Error::other(other.to_string())),
+    })
 }
 
 fn file_len(path: &Path) -> Result<u64, StoreError> {

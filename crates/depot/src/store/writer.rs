@@ -1,7 +1,6 @@
 //! [`Writer`]: the one read-write connection, the depot's [`Sink`].
 
 use std::fmt;
-use std::fs::File;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -104,7 +103,7 @@ pub struct Writer {
     readers: Readers,
     poisoned: Option<Arc<StoreError>>,
     /// Holds the data directory's advisory lock for as long as the writer lives.
-    lock: File,
+    lock: winddown::LockFile,
 }
 
 impl fmt::Debug for Writer {
@@ -117,7 +116,12 @@ impl fmt::Debug for Writer {
 }
 
 impl Writer {
-    pub(super) fn new(conn: Connection, paths: Arc<Paths>, readers: Readers, lock: File) -> Self {
+    pub(super) fn new(
+        conn: Connection,
+        paths: Arc<Paths>,
+        readers: Readers,
+        lock: winddown::LockFile,
+    ) -> Self {
         Writer {
             conn,
             paths,
