@@ -555,3 +555,20 @@ async fn errors_say_what_failed_and_chain_their_source() {
     assert!(refused.source().is_none());
     drain(&committer).await;
 }
+
+#[test]
+fn handles_and_futures_can_cross_threads() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let dir = disk_dir("gc-send");
+    let committer = GroupCommit::start(
+        FileSink::create(&dir.path().join("log")).unwrap(),
+        CommitConfig::default(),
+    )
+    .unwrap();
+    send_sync(&committer);
+    send(&committer.submit(item(0)));
+    send(&committer.submit_many(vec![item(1)]));
+    send(&committer.drain(PATIENCE));
+    send_sync(&CommitError::<std::io::Error>::ShuttingDown);
+}

@@ -84,7 +84,7 @@ impl Default for CommitConfig {
 
 impl CommitConfig {
     /// The default configuration under another name. The name labels the committer thread
-    /// (`winddown-commit-{name}`, cut to the 15 bytes Linux keeps), the metrics
+    /// (`wd-commit-{name}`; Linux shows its first 15 bytes), the metrics
     /// (`committer="{name}"`) and the logs, so give each committer of a process its own.
     pub fn new(name: impl Into<String>) -> Self {
         CommitConfig {

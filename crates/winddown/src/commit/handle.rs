@@ -159,14 +159,16 @@ impl<S: Sink> GroupCommit<S> {
                 });
             }
         };
-        let sized = |items: Vec<S::Item>| {
-            items.into_iter().map(|item| {
+        // Sized before taking the lock: `item_bytes` is the sink's code.
+        let sized: Vec<(S::Item, usize)> = items
+            .into_iter()
+            .map(|item| {
                 let bytes = S::item_bytes(&item);
                 (item, bytes)
             })
-        };
+            .collect();
         match shared.room.try_acquire_many(permits) {
-            Ok(permit) => match shared.enqueue(sized(items)) {
+            Ok(permit) => match shared.enqueue(sized.into_iter()) {
                 Ok(receivers) => {
                     permit.forget();
                     SubmitMany::queued(receivers)
@@ -185,7 +187,7 @@ impl<S: Sink> GroupCommit<S> {
                         else {
                             return Err(shared.refusal());
                         };
-                        let receivers = shared.enqueue(sized(items))?;
+                        let receivers = shared.enqueue(sized.into_iter())?;
                         permit.forget();
                         drop(shared);
                         SubmitMany::<S>::queued(receivers).await
@@ -288,7 +290,8 @@ pub struct CommitStats {
     pub failed_items: u64,
     /// The committer is poisoned and refuses all items.
     pub poisoned: bool,
-    /// Intake is closed (drain, close, or poisoned thread exit).
+    /// Intake is closed: by [`GroupCommit::close`], [`GroupCommit::drain`], the last handle being
+    /// dropped, or the thread's exit.
     pub closed: bool,
     /// The committer thread has finished.
     pub stopped: bool,
