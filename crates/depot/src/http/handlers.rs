@@ -16,6 +16,8 @@ use crate::store::{AppendKind, AppendRequest, UnixMillis};
 
 /// Longest stream name.
 pub const MAX_STREAM_NAME: usize = 128;
+/// Deepest nesting of arrays and objects accepted in a body (the records array counts as one).
+pub const MAX_DEPTH: usize = 64;
 /// Longest idempotency key.
 pub const MAX_IDEMPOTENCY_KEY: usize = 200;
 
@@ -275,6 +277,13 @@ pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, Api
     let value: &RawValue =
         serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
     let text = value.get();
+    if nesting_depth(text.as_bytes()) > MAX_DEPTH {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            format!("the JSON nests deeper than {MAX_DEPTH} levels; flatten the records"),
+        ));
+    }
     let payloads = if text.starts_with('[') {
         let items: Vec<&RawValue> =
             serde_json::from_str(text).map_err(|e| ApiError::malformed_json(&e))?;
@@ -300,6 +309,33 @@ pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, Api
         ));
     }
     Ok(payloads)
+}
+
+/// The deepest nesting of `[` and `{` in valid JSON text. serde_json checks raw values without
+/// recursion, so depth is not limited by its parser here; readers of the records might be.
+fn nesting_depth(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 #[cfg(test)]
@@ -328,6 +364,10 @@ mod tests {
         assert!(split_records(b"\xff\xfe", 10).is_err());
         let deep = "[".repeat(10_000) + &"]".repeat(10_000);
         assert!(split_records(deep.as_bytes(), 10).is_err());
+        let ok = "[".repeat(MAX_DEPTH) + &"]".repeat(MAX_DEPTH);
+        assert!(split_records(ok.as_bytes(), 10).is_ok());
+        // Brackets inside strings do not count.
+        assert_eq!(nesting_depth(br#"[{"a":"[[[{{\"]]"}]"#), 2);
     }
 
     #[test]
