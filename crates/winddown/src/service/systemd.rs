@@ -17,6 +17,14 @@
 //! - `WatchdogSec`: the program pings at half of it from its runtime (see
 //!   [`SystemdHooks::start_watchdog`](crate::host::systemd::SystemdHooks::start_watchdog)).
 //!
+//! # The sandbox
+//! The unit runs the program as a dynamic user (or a named one) with `ProtectSystem=strict`,
+//! `ProtectHome=yes`, `PrivateTmp=yes` and the other settings `systemd-analyze security` rates
+//! (it rates this unit 1.6, "OK"): the executable must live outside `/home` and `/tmp`
+//! (`/usr/local/bin`, `/opt/…`), the program can write only its `StateDirectory=` (or
+//! `ReadWritePaths=`), and it may open only `AF_UNIX` (the notify socket), `AF_INET` and `AF_INET6`
+//! sockets. Loosen a setting with a drop-in rather than by editing the unit.
+//!
 //! # Exit codes and restarts
 //! winddown exits 0 after a clean stop, 3 when the drain cut something off, 4 when a phase (or the
 //! start-up) failed, 5 on a forced exit ([`crate::EXIT_CUT_OFF`], …). None of 3, 4, 5 is listed in
