@@ -9,5 +9,6 @@ pub mod app;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod manage;
 pub mod metrics;
 pub mod store;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use depot::config::{Config, LogFormat, Overrides};
+use depot::manage;
 use winddown::{Budgets, HostOptions, StopReason};
 
 /// A durable record depot: records are acknowledged only once they are on disk.
@@ -44,6 +45,17 @@ enum Command {
     },
     /// Is it running, where, since when, how many records, how did it last stop.
     Status,
+    /// Install depot as a service (SCM on Windows, systemd on Linux, launchd on macOS), with stop
+    /// settings derived from its drain budget.
+    Install {
+        /// Print the unit / plist instead of installing it.
+        #[arg(long)]
+        print: bool,
+    },
+    /// Stop and remove the installed service.
+    Uninstall,
+    /// Start the installed service.
+    Start,
 }
 
 fn main() -> ExitCode {
@@ -62,11 +74,22 @@ fn main() -> ExitCode {
     };
     let code = match cli.command.unwrap_or(Command::Run) {
         Command::Run => serve(config),
-        Command::Stop { timeout } => report(depot::control::stop(
-            &config.data_dir,
-            Duration::from_secs(timeout),
-        )),
-        Command::Status => report(depot::control::status(&config.data_dir)),
+        Command::Stop { timeout } => {
+            let timeout = Duration::from_secs(timeout);
+            report(
+                manage::stop_service(timeout)
+                    .unwrap_or_else(|| depot::control::stop(&config.data_dir, timeout)),
+            )
+        }
+        Command::Status => report(
+            manage::status_service().unwrap_or_else(|| depot::control::status(&config.data_dir)),
+        ),
+        Command::Install { print } => report(
+            manage::spec(&config, cli.config.as_deref())
+                .and_then(|spec| manage::install(&spec, print)),
+        ),
+        Command::Uninstall => report(manage::uninstall()),
+        Command::Start => report(manage::start()),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -551,3 +551,53 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
         "{err}"
     );
 }
+
+#[test]
+fn install_print_writes_a_unit_that_systemd_accepts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(["install", "--print"])
+        .env("DEPOT_SIGTERM_BUDGET_MS", "40000")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unit = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "Type=notify",
+        "KillMode=mixed",
+        "TimeoutStopSec=45s",
+        "Environment=WINDDOWN_STOP_BUDGET_MS=40000",
+        "StateDirectory=depot",
+        "Restart=on-failure",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from\n{unit}"
+        );
+    }
+    assert!(unit.contains(&format!("ExecStart={} run", env!("CARGO_BIN_EXE_depot"))));
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED systemd-analyze verify: install Debian's `systemd` package to run it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("depot.service");
+    std::fs::write(&path, &unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

@@ -1,0 +1,191 @@
+//! `depot install | uninstall | start`, and the service-manager side of `stop` and `status`:
+//! the Service Control Manager on Windows, systemd on Linux, launchd on macOS. The settings that
+//! matter at a stop (preshutdown timeout, `TimeoutStopSec`, `ExitTimeOut`) come from depot's drain
+//! budget through [`winddown::service`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use winddown::service::ServiceSpec;
+
+use crate::config::Config;
+
+/// The service's name under every manager.
+pub const SERVICE_NAME: &str = "depot";
+
+/// What `depot install` installs: this executable, running `depot run` with the same listen
+/// address and data directory, with the drain budget the stop settings derive from.
+pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<ServiceSpec, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find depot's own executable: {e}"))?;
+    let mut args = vec![
+        "run".to_owned(),
+        "--listen".to_owned(),
+        config.listen.to_string(),
+    ];
+    if let Some(file) = config_file {
+        args.push("--config".into());
+        args.push(file.display().to_string());
+    }
+    let budget = Duration::from_millis(config.sigterm_budget_ms.unwrap_or(30_000));
+    let spec = ServiceSpec::new(SERVICE_NAME, exe)
+        .display_name("depot record store")
+        .description("Durable record depot: acknowledges a record only once it is on disk")
+        .stop_budget(budget);
+    Ok(if cfg!(target_os = "linux") {
+        // systemd gives the service /var/lib/depot as its StateDirectory= and says so in
+        // $STATE_DIRECTORY, which depot's default data directory follows.
+        spec.arguments(args).data_dir("/var/lib/depot")
+    } else {
+        args.push("--data-dir".into());
+        args.push(config.data_dir.display().to_string());
+        spec.arguments(args).data_dir(config.data_dir.clone())
+    })
+}
+
+/// `depot install [--print]`.
+pub fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+    platform::install(spec, print)
+}
+
+/// `depot uninstall`.
+pub fn uninstall() -> Result<i32, String> {
+    platform::uninstall()
+}
+
+/// `depot start`.
+pub fn start() -> Result<i32, String> {
+    platform::start()
+}
+
+/// `depot stop` when depot is installed as a service: `Some(exit code)`; `None` to fall back to
+/// stopping a console depot.
+pub fn stop_service(timeout: Duration) -> Option<Result<i32, String>> {
+    platform::stop(timeout)
+}
+
+/// `depot status` for an installed service: `Some(exit code)` after printing; `None` if depot is
+/// not installed as a service here.
+pub fn status_service() -> Option<Result<i32, String>> {
+    platform::status()
+}
+
+#[cfg(target_os = "linux")]
+mod platform {
+    use super::*;
+    use winddown::service::systemd::{self, SystemdOptions};
+
+    fn installed(options: &SystemdOptions) -> bool {
+        systemd::unit_path(SERVICE_NAME, options).exists()
+            && std::path::Path::new("/run/systemd/system").exists()
+    }
+
+    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+        let options = SystemdOptions::default();
+        if print {
+            print!(
+                "{}",
+                systemd::unit_file(spec, &options).map_err(|e| e.to_string())?
+            );
+            return Ok(0);
+        }
+        let path: PathBuf = systemd::install(spec, &options).map_err(|e| e.to_string())?;
+        println!(
+            "installed {} and enabled it; start it with `depot start`",
+            path.display()
+        );
+        Ok(0)
+    }
+
+    pub(super) fn uninstall() -> Result<i32, String> {
+        systemd::uninstall(SERVICE_NAME, &SystemdOptions::default()).map_err(|e| e.to_string())?;
+        println!(
+            "stopped, disabled and removed {}",
+            systemd::unit_name(SERVICE_NAME)
+        );
+        Ok(0)
+    }
+
+    pub(super) fn start() -> Result<i32, String> {
+        systemd::start(SERVICE_NAME, &SystemdOptions::default()).map_err(|e| e.to_string())?;
+        println!("started {}", systemd::unit_name(SERVICE_NAME));
+        Ok(0)
+    }
+
+    pub(super) fn stop(_timeout: Duration) -> Option<Result<i32, String>> {
+        let options = SystemdOptions::default();
+        installed(&options).then(|| {
+            systemd::stop(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
+            println!("stopped {}", systemd::unit_name(SERVICE_NAME));
+            Ok(0)
+        })
+    }
+
+    pub(super) fn status() -> Option<Result<i32, String>> {
+        let options = SystemdOptions::default();
+        installed(&options).then(|| {
+            let s = systemd::status(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
+            println!(
+                "{}: {} ({}), main PID {}, since {}, last exit {:?}",
+                s.unit,
+                s.active_state,
+                s.sub_state,
+                s.main_pid.map_or("-".into(), |p| p.to_string()),
+                s.since.as_deref().unwrap_or("-"),
+                s.last_exit
+            );
+            Ok(if s.active_state == "active" { 0 } else { 3 })
+        })
+    }
+}
+
+#[cfg(target_os = "macos")]
+mod platform {
+    use super::*;
+    use winddown::service::launchd::{self, LaunchdOptions};
+
+    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+        let options = LaunchdOptions::default();
+        if print {
+            print!(
+                "{}",
+                launchd::plist(spec, &options).map_err(|e| e.to_string())?
+            );
+            return Ok(0);
+        }
+        let path: PathBuf = launchd::install(spec, &options).map_err(|e| e.to_string())?;
+        println!("installed {}", path.display());
+        Ok(0)
+    }
+
+    pub(super) fn uninstall() -> Result<i32, String> {
+        launchd::uninstall(SERVICE_NAME, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
+        Ok(0)
+    }
+
+    pub(super) fn start() -> Result<i32, String> {
+        launchd::start(SERVICE_NAME, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
+        Ok(0)
+    }
+
+    pub(super) fn stop(_timeout: Duration) -> Option<Result<i32, String>> {
+        let options = LaunchdOptions::default();
+        launchd::plist_path(SERVICE_NAME, &options)
+            .exists()
+            .then(|| {
+                launchd::stop(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
+                Ok(0)
+            })
+    }
+
+    pub(super) fn status() -> Option<Result<i32, String>> {
+        let options = LaunchdOptions::default();
+        launchd::plist_path(SERVICE_NAME, &options)
+            .exists()
+            .then(|| {
+                let s = launchd::status(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
+                println!("{}: {}, PID {:?}", s.label, s.state, s.pid);
+                Ok(0)
+            })
+    }
+}
