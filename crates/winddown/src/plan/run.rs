@@ -172,6 +172,7 @@ impl<'a> Runner<'a> {
         self.watch.borrow().deadline.unwrap_or(self.started)
     }
 
+    #[allow(clippy::type_complexity)] // a private helper's argument list, spelled out once
     fn emit(
         &mut self,
         event: ProgressEvent,

@@ -3,6 +3,8 @@
 //! `TimeoutStopSec`, `ExitTimeOut`) from the drain budget, so the manager never kills the program
 //! while it is still flushing.
 
+pub mod windows;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
