@@ -16,6 +16,9 @@ e2e_scm_example() {
   echo "-- install (winddown::service::windows::install)"
   check "install creates the service" \
     grep_output "installed" "${cli[@]}" install --name "$name" --manual
+  check "an update reapplies the settings; what Wine refuses comes back as warnings" \
+    grep_output "updated" "${cli[@]}" install --name "$name" --manual --update
+  grep -h "^warning:" "$LOGS/checks.log" | sort -u | sed 's/^/       Wine: /'
   check "a second install says so and changes nothing" \
     grep_output "already installed; nothing changed" "${cli[@]}" install --name "$name" --manual
   check "status shows the preshutdown timeout (budget 20 s + 5 s) and the virtual account" \

@@ -69,7 +69,9 @@ fn run(name: String, data: &Path) -> i32 {
     }
     let data = data.to_owned();
     winddown::run(HostOptions::new(name), move |host| async move {
-        tracing::info!(host = ?host.kind(), pid = std::process::id(), "serving");
+        // Set by `install` in the service's registry key; the SCM passes it on.
+        let installed_by = std::env::var("SCM_EXAMPLE_INSTALLED_BY").unwrap_or_default();
+        tracing::info!(host = ?host.kind(), pid = std::process::id(), %installed_by, "serving");
         host.ready();
         let fail_flush = data.join("fail-flush");
         let plan = DrainPlan::new()
@@ -128,7 +130,8 @@ fn manage(
                 .description("Shows the winddown drain through the Service Control Manager.")
                 .arguments(["run", "--name", name, "--data", &data.to_string_lossy()])
                 .data_dir(data)
-                .stop_budget(Duration::from_secs(20));
+                .stop_budget(Duration::from_secs(20))
+                .env("SCM_EXAMPLE_INSTALLED_BY", "winddown");
             let account = match account.as_deref() {
                 None | Some("virtual") => Account::Virtual,
                 Some("local-service") => Account::LocalService,

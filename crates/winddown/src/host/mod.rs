@@ -162,6 +162,12 @@ where
 /// `app` gets the [`Host`]; it sets up, calls [`Host::ready`], and returns what [`Host::drain`]
 /// returned. The runtime is built here, not by `#[tokio::main]`, because a Windows service's main
 /// thread belongs to the service dispatcher.
+///
+/// On Windows, a process whose parent is `services.exe` runs as the service
+/// [`HostOptions::service_name`]: the dispatcher takes the main thread, `app` runs with a
+/// [`HostKind::WindowsService`] host reporting to the SCM ([`scm::ScmService`]) and to the Event
+/// Log, and the preshutdown budget is the service's configured preshutdown timeout. Any other
+/// process gets the console host.
 pub fn run<F, Fut>(options: HostOptions, app: F) -> i32
 where
     F: FnOnce(Host) -> Fut + Send + 'static,

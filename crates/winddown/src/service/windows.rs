@@ -19,10 +19,13 @@
 //! Everything here exists on every platform, so that a program's command line is written once;
 //! off Windows the functions fail with [`ManageError::Unsupported`].
 //!
-//! # Under Wine
-//! Wine's SCM creates, configures (description, failure actions, preshutdown timeout), starts,
-//! stops, queries and deletes services; what it cannot do — see the warnings [`install`] returns —
-//! is reported as a warning, never an abort.
+//! # Under Wine (8.0, as `ci/windows.sh` runs it)
+//! Create, update, start, stop, query, delete, the description, the preshutdown timeout (set and
+//! read back) and the Event Log source's registry key work. The virtual account is accepted and
+//! shown, but Wine runs every service as the Wine user. Refused, and so reported as warnings:
+//! delayed automatic start and "failure actions on non-crash failures" (`ERROR_INVALID_LEVEL`).
+//! Accepted but without effect: the failure actions themselves (they cannot be read back), the
+//! service's `Environment` (not passed to the process) and `icacls` (a stub that exits 0).
 
 use std::ffi::OsString;
 use std::fmt;
@@ -302,6 +305,8 @@ pub struct ServiceInfo {
     pub command_line: Option<PathBuf>,
     /// Its preshutdown timeout, if it could be read.
     pub preshutdown_timeout: Option<Duration>,
+    /// The delays of its restart failure actions, in order (empty: none; `None`: unreadable).
+    pub restart_delays: Option<Vec<Duration>>,
 }
 
 impl fmt::Display for ServiceInfo {
@@ -329,6 +334,17 @@ impl fmt::Display for ServiceInfo {
         )?;
         if let Some(t) = self.preshutdown_timeout {
             write!(f, "\n  preshutdown timeout: {:.1} s", t.as_secs_f64())?;
+        }
+        match self.restart_delays.as_deref() {
+            Some([]) => write!(f, "\n  on failure: nothing")?,
+            Some(delays) => {
+                let delays: Vec<_> = delays
+                    .iter()
+                    .map(|d| format!("{} s", d.as_secs()))
+                    .collect();
+                write!(f, "\n  on failure: restart after {}", delays.join(", "))?;
+            }
+            None => {}
         }
         if let Some(cmd) = &self.command_line {
             write!(f, "\n  command line: {}", cmd.display())?;

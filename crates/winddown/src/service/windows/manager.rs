@@ -430,6 +430,14 @@ pub fn status(name: &str) -> Result<ServiceInfo, ManageError> {
             .map(|a| a.to_string_lossy().into_owned()),
         command_line: Some(config.executable_path),
         preshutdown_timeout: sys::preshutdown_timeout(&service).ok(),
+        restart_delays: service.get_failure_actions().ok().map(|f| {
+            f.actions
+                .unwrap_or_default()
+                .iter()
+                .filter(|a| a.action_type == ServiceActionType::Restart)
+                .map(|a| a.delay)
+                .collect()
+        }),
     })
 }
 
