@@ -135,14 +135,16 @@ impl fmt::Debug for Account {
 }
 
 impl Account {
-    /// The account name the SCM is given for service `service`; `None` means LocalSystem.
-    pub fn name_for(&self, service: &str) -> Option<String> {
+    /// The account name the SCM is given for service `service`. LocalSystem is named too
+    /// (`LocalSystem`, as the SCM reports it): an update that left it out would keep the old
+    /// account.
+    pub fn name_for(&self, service: &str) -> String {
         match self {
-            Account::Virtual => Some(format!(r"NT SERVICE\{service}")),
-            Account::LocalService => Some(r"NT AUTHORITY\LocalService".to_owned()),
-            Account::NetworkService => Some(r"NT AUTHORITY\NetworkService".to_owned()),
-            Account::LocalSystem => None,
-            Account::User { name, .. } => Some(name.clone()),
+            Account::Virtual => format!(r"NT SERVICE\{service}"),
+            Account::LocalService => r"NT AUTHORITY\LocalService".to_owned(),
+            Account::NetworkService => r"NT AUTHORITY\NetworkService".to_owned(),
+            Account::LocalSystem => "LocalSystem".to_owned(),
+            Account::User { name, .. } => name.clone(),
         }
     }
 
@@ -782,11 +784,8 @@ mod tests {
     #[test]
     fn install_settings_follow_the_spec() {
         assert_eq!(preshutdown_timeout_for(30 * SEC), 35 * SEC);
-        assert_eq!(
-            Account::Virtual.name_for("depot").as_deref(),
-            Some(r"NT SERVICE\depot")
-        );
-        assert_eq!(Account::LocalSystem.name_for("depot"), None);
+        assert_eq!(Account::Virtual.name_for("depot"), r"NT SERVICE\depot");
+        assert_eq!(Account::LocalSystem.name_for("depot"), "LocalSystem");
         let secret = Account::User {
             name: r".\svc".into(),
             password: "hunter2".into(),

@@ -204,7 +204,7 @@ fn service_info(spec: &ServiceSpec, start: StartMode, account: &Account) -> WsSe
         executable_path: spec.executable.clone(),
         launch_arguments: spec.arguments.iter().map(OsString::from).collect(),
         dependencies: Vec::new(),
-        account_name: account.name_for(&spec.name).map(OsString::from),
+        account_name: Some(account.name_for(&spec.name).into()),
         account_password: account.password().map(OsString::from),
     }
 }
@@ -229,9 +229,10 @@ fn failure_actions() -> ServiceFailureActions {
 /// Creates the data directory and grants the service's account modify rights on it.
 fn grant_data_dir(dir: &Path, name: &str, account: &Account) -> io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let Some(account) = account.name_for(name) else {
-        return Ok(()); // LocalSystem can already write anywhere
-    };
+    if *account == Account::LocalSystem {
+        return Ok(()); // it can already write anywhere
+    }
+    let account = account.name_for(name);
     let output = Command::new("icacls")
         .args(grant_arguments(dir, &account))
         .output()
