@@ -468,14 +468,15 @@ impl ScmService {
             .map_or(Duration::ZERO, |d| {
                 d.saturating_duration_since(Instant::now())
             });
-        let level = match escalation {
-            Escalation::Running | Escalation::Draining => EventLevel::Info,
-            Escalation::Hurry | Escalation::Force => EventLevel::Warning,
+        let (level, drain) = match escalation {
+            Escalation::Running | Escalation::Draining => (EventLevel::Info, "draining"),
+            Escalation::Hurry => (EventLevel::Warning, "hurrying: in-flight work given up"),
+            Escalation::Force => (EventLevel::Warning, "drain abandoned"),
         };
         self.event(
             level,
             &format!(
-                "stop requested: {reason} ({}); {:.1} s left, drain {escalation:?}",
+                "stop requested: {reason} ({}); {drain}, {:.1} s left",
                 reason.as_str(),
                 left.as_secs_f64()
             ),
