@@ -37,9 +37,18 @@ pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<Se
         // $STATE_DIRECTORY, which depot's default data directory follows.
         spec.arguments(args).data_dir("/var/lib/depot")
     } else {
+        // A Windows service runs as its own account: the installing user's per-user data
+        // directory is not its own, so the default becomes %ProgramData%\depot.
+        let mut dir = config.data_dir.clone();
+        if let (true, Some(program_data)) = (
+            cfg!(windows) && dir == crate::config::default_data_dir(),
+            std::env::var_os("ProgramData"),
+        ) {
+            dir = PathBuf::from(program_data).join("depot");
+        }
         args.push("--data-dir".into());
-        args.push(config.data_dir.display().to_string());
-        spec.arguments(args).data_dir(config.data_dir.clone())
+        args.push(dir.display().to_string());
+        spec.arguments(args).data_dir(dir)
     })
 }
 
@@ -187,5 +196,92 @@ mod platform {
                 println!("{}: {}, PID {:?}", s.label, s.state, s.pid);
                 Ok(0)
             })
+    }
+}
+
+#[cfg(windows)]
+mod platform {
+    use super::*;
+    use winddown::service::windows::{self as scm, InstallOptions, ManageError, Waiting};
+
+    fn chain(e: &ManageError) -> String {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+
+    fn show(w: &Waiting) {
+        println!("  {w}");
+    }
+
+    fn installed() -> bool {
+        scm::status(SERVICE_NAME).is_ok()
+    }
+
+    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+        if print {
+            println!("{spec:#?}");
+            return Ok(0);
+        }
+        let done = scm::install(spec, &InstallOptions::new()).map_err(|e| chain(&e))?;
+        println!("{done}");
+        Ok(0)
+    }
+
+    pub(super) fn uninstall() -> Result<i32, String> {
+        let done = scm::uninstall(SERVICE_NAME, Duration::from_secs(120), &mut show)
+            .map_err(|e| chain(&e))?;
+        println!("{done}");
+        Ok(0)
+    }
+
+    pub(super) fn start() -> Result<i32, String> {
+        let reached =
+            scm::start(SERVICE_NAME, Duration::from_secs(60), &mut show).map_err(|e| chain(&e))?;
+        println!("{}", reached.info);
+        Ok(0)
+    }
+
+    pub(super) fn stop(timeout: Duration) -> Option<Result<i32, String>> {
+        installed().then(|| {
+            let reached = scm::stop(SERVICE_NAME, timeout, &mut show).map_err(|e| chain(&e))?;
+            println!("{}", reached.info);
+            Ok(0)
+        })
+    }
+
+    pub(super) fn status() -> Option<Result<i32, String>> {
+        scm::status(SERVICE_NAME).ok().map(|info| {
+            println!("{info}");
+            Ok(0)
+        })
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+mod platform {
+    use super::*;
+
+    const NONE: &str = "no service manager backend for this platform";
+
+    pub(super) fn install(_: &ServiceSpec, _: bool) -> Result<i32, String> {
+        Err(NONE.into())
+    }
+    pub(super) fn uninstall() -> Result<i32, String> {
+        Err(NONE.into())
+    }
+    pub(super) fn start() -> Result<i32, String> {
+        Err(NONE.into())
+    }
+    pub(super) fn stop(_: Duration) -> Option<Result<i32, String>> {
+        None
+    }
+    pub(super) fn status() -> Option<Result<i32, String>> {
+        None
     }
 }

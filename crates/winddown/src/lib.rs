@@ -36,6 +36,7 @@ mod reason;
 mod report;
 pub mod service;
 mod shutdown;
+mod sys;
 mod tasks;
 pub mod testing;
 

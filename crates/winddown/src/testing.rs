@@ -22,6 +22,10 @@ use std::sync::{Arc, Mutex};
 
 use crate::{DrainPlan, Progress, Reporter, Shutdown, ShutdownReport, StopReason, drain};
 
+mod scm;
+/// Simulating the Windows Service Control Manager (on any platform): [`ScmScenario`].
+pub use scm::{ScmRecorder, ScmRun, ScmScenario, TimedStatus};
+
 /// A [`Reporter`] that keeps everything it is told, for assertions.
 #[derive(Debug, Clone, Default)]
 pub struct Recorder {

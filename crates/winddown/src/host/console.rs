@@ -3,8 +3,16 @@
 //!
 //! - Unix: `SIGINT`, `SIGTERM`, `SIGHUP`, `SIGQUIT`.
 //! - Windows: `CTRL_C`, `CTRL_BREAK`, `CTRL_CLOSE`, `CTRL_LOGOFF`, `CTRL_SHUTDOWN`. For the last
-//!   three Windows ends the process as soon as the OS handler returns; tokio (≥ 1.44) never returns
-//!   from its handler for them, so the drain keeps the whole grace period (5 s).
+//!   three Windows ends the process as soon as the OS handler returns. tokio's handler
+//!   (`signal/windows/sys.rs`, since 1.44.0, tokio-rs/tokio#7122; the workspace requires ≥ 1.48)
+//!   never returns for them: it parks the OS's handler thread for good once it has passed the event
+//!   on, so the drain keeps the whole grace period (5 s) and the process ends when `main` returns
+//!   (or when Windows' timeout runs out). That holds only while a receiver exists — with none,
+//!   tokio returns `FALSE` and the default handler ends the process at once — which is why
+//!   [`listen`]'s task keeps all five for the life of the runtime.
+//! - Not for a Windows service: the service host ([`super::scm`]) does not call [`listen`], since
+//!   a service process also gets `CTRL_LOGOFF` whenever any user logs off, and its stops come from
+//!   the SCM.
 //!
 //! A third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing Ctrl+C a
 //! third time wants out, and nothing acknowledged depends on the drain.

@@ -12,9 +12,13 @@ mod liveness;
 pub mod systemd;
 
 pub use liveness::{Heartbeat, Liveness, Stale};
+pub mod scm;
+#[cfg(windows)]
+mod windows;
 
 use std::error::Error;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -175,6 +179,21 @@ impl HostOptions {
 /// The error a program's start-up can end with.
 pub type AppError = Box<dyn Error + Send + Sync + 'static>;
 
+/// The program [`run`] runs, boxed so that a host can keep it in a static (the Windows service
+/// dispatcher calls back into a plain function) and hand it back when it does not take it.
+pub(crate) type BoxedApp = Box<
+    dyn FnOnce(Host) -> Pin<Box<dyn Future<Output = Result<ShutdownReport, AppError>> + Send>>
+        + Send,
+>;
+
+pub(crate) fn boxed_app<F, Fut>(app: F) -> BoxedApp
+where
+    F: FnOnce(Host) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<ShutdownReport, AppError>> + Send + 'static,
+{
+    Box::new(move |host| Box::pin(app(host)))
+}
+
 /// Runs `app` under the host that started this process, on a new multi-threaded tokio runtime,
 /// and returns the process exit code: the report's ([`ShutdownReport::exit_code`]), or
 /// [`EXIT_FAILED`] when `app` failed to start.
@@ -186,11 +205,23 @@ pub type AppError = Box<dyn Error + Send + Sync + 'static>;
 /// When `$NOTIFY_SOCKET` is set (Unix) the host is systemd's ([`systemd`]): readiness, status,
 /// stop progress and watchdog pings go to the service manager; the console's stop sources still
 /// apply (systemd stops a service with `SIGTERM`). [`STOP_BUDGET_ENV`] sets the `SIGTERM` budget.
+/// On Windows, a process whose parent is `services.exe` runs as the service
+/// [`HostOptions::service_name`]: the dispatcher takes the main thread, `app` runs with a
+/// [`HostKind::WindowsService`] host reporting to the SCM ([`scm::ScmService`]) and to the Event
+/// Log, and the preshutdown budget is the service's configured preshutdown timeout. Any other
+/// process gets the console host.
 pub fn run<F, Fut>(options: HostOptions, app: F) -> i32
 where
     F: FnOnce(Host) -> Fut + Send + 'static,
     Fut: Future<Output = Result<ShutdownReport, AppError>> + Send + 'static,
 {
+    let app = boxed_app(app);
+    // Started by the Service Control Manager: the main thread becomes the service dispatcher's.
+    #[cfg(windows)]
+    let (options, app) = match windows::run_if_service(options, app) {
+        Ok(exit_code) => return exit_code,
+        Err(not_a_service) => not_a_service,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

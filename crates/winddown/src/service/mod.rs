@@ -7,6 +7,7 @@ mod command;
 mod error;
 pub mod launchd;
 pub mod systemd;
+pub mod windows;
 
 use std::path::PathBuf;
 use std::time::Duration;
