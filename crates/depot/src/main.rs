@@ -79,6 +79,10 @@ fn report(result: Result<i32, String>) -> i32 {
 }
 
 fn serve(config: Config) -> i32 {
+    // Every file depot creates — the database and its log, the lock, the status files — is for
+    // its own user only (SQLite would create the database 0644 otherwise).
+    #[cfg(unix)]
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logs(config.log_format);
     let mut budgets = Budgets::new();
     if let Some(ms) = config.sigterm_budget_ms {

@@ -286,6 +286,23 @@ impl StoreError {
         }
     }
 
+    /// SQLite reports a write the OS refused with `EROFS` as a plain I/O error
+    /// (`SQLITE_IOERR_WRITE`): when the file system holding `dir` is read-only now (a bind mount
+    /// remounted `ro`, ext4 remounting itself read-only after a disk error), this turns such an
+    /// [`Io`](StoreError::Io) into [`ReadOnly`](StoreError::ReadOnly) naming `dir`, keeping the
+    /// I/O error as its source. It does not poison: the transaction was rolled back (the writer
+    /// checks), nothing more can reach a read-only disk, and SQLite writes the next transaction
+    /// over any frames the failed one left in the write-ahead log.
+    pub(crate) fn on_read_only_fs(self, dir: &Path) -> StoreError {
+        match self {
+            StoreError::Io { .. } if fs_is_read_only(dir) => StoreError::ReadOnly {
+                path: dir.to_path_buf(),
+                source: Some(Arc::new(self)),
+            },
+            other => other,
+        }
+    }
+
     /// Classifies an OS error on `path` (the lock file, the marker, a directory fsync).
     pub(crate) fn io(path: &Path, err: io::Error) -> StoreError {
         let path = path.to_path_buf();
@@ -309,5 +326,19 @@ impl StoreError {
                 source: cause(err),
             },
         }
+    }
+}
+
+/// Whether the file system holding `dir` is mounted read-only now.
+fn fs_is_read_only(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use nix::sys::statvfs::{FsFlags, statvfs};
+        statvfs(dir).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        false
     }
 }

@@ -192,7 +192,7 @@ impl Writer {
         let result = run_transaction(&self.conn, batch);
         let err = match result {
             Ok(acks) => return Ok(acks),
-            Err(e) => StoreError::sqlite(&self.paths.db, e),
+            Err(e) => StoreError::sqlite(&self.paths.db, e).on_read_only_fs(&self.paths.dir),
         };
         // SQLite may already have rolled back (it does for some SQLITE_FULL and SQLITE_IOERR);
         // otherwise roll back now. Only a confirmed rollback lets the error count as "store

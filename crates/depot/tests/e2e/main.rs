@@ -1,0 +1,7 @@
+//! End-to-end tests against the real `depot` binary, over HTTP: the kill and stop loops, faults
+//! (full disk, read-only file system, damaged database, stale lock), hostile input and abusive
+//! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
+#![cfg(unix)]
+
+mod loops;
+mod support;
