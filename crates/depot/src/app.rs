@@ -113,7 +113,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     )?;
     let _ = fs::remove_file(dir.join(files::PROGRESS));
     tracing::info!(listen = %addr, data_dir = %dir.display(), pid = std::process::id(), "depot serving");
-    eprintln!("depot serving on http://{addr} — data in {}", dir.display());
+    say(format_args!(
+        "depot serving on http://{addr} — data in {}",
+        dir.display()
+    ));
 
     let plan = drain_plan(
         state,
@@ -129,7 +132,7 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     let report = host.drain_with(plan, &progress).await;
     let _ = write_atomically(&dir.join(files::LAST_SHUTDOWN), report.to_json().as_bytes());
     let _ = fs::remove_file(dir.join(files::RUNNING));
-    eprintln!("{report}");
+    say(format_args!("{report}"));
     Ok(report)
 }
 
@@ -209,6 +212,13 @@ fn drain_plan(
             temp.release()?;
             Ok::<_, std::io::Error>(())
         })
+}
+
+/// Writes a line to stderr for the person at the console, ignoring failure: `eprintln!` panics
+/// when stderr is a file on a full disk or a closed pipe, and a message must not cost the process.
+pub fn say(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
 }
 
 fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

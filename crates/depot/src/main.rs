@@ -93,7 +93,7 @@ fn serve(config: Config) -> i32 {
         move |host| async move {
             depot::app::run(host, config)
                 .await
-                .inspect_err(|e| eprintln!("depot: {e}"))
+                .inspect_err(|e| depot::app::say(format_args!("depot: {e}")))
         },
     )
 }
@@ -106,11 +106,19 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
+    // tracing-subscriber would otherwise report it with eprintln!, which panics on that same
+    // error — in whichever thread logged, the group committer's included.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
-        builder.json().with_current_span(true).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .log_internal_errors(false)
+            .init();
     } else {
         builder.init();
     }

@@ -286,20 +286,33 @@ impl StoreError {
         }
     }
 
-    /// SQLite reports a write the OS refused with `EROFS` as a plain I/O error
-    /// (`SQLITE_IOERR_WRITE`): when the file system holding `dir` is read-only now (a bind mount
-    /// remounted `ro`, ext4 remounting itself read-only after a disk error), this turns such an
-    /// [`Io`](StoreError::Io) into [`ReadOnly`](StoreError::ReadOnly) naming `dir`, keeping the
-    /// I/O error as its source. It does not poison: the transaction was rolled back (the writer
-    /// checks), nothing more can reach a read-only disk, and SQLite writes the next transaction
-    /// over any frames the failed one left in the write-ahead log.
+    /// SQLite reports a write the OS refused with `EROFS` as a plain I/O error: when a commit's
+    /// write to the write-ahead log failed (`SQLITE_IOERR_WRITE`) and the file system holding
+    /// `dir` refuses writes now (a mount made read-only, ext4 turning read-only after a disk
+    /// error), this turns the [`Io`](StoreError::Io) into [`ReadOnly`](StoreError::ReadOnly)
+    /// naming `dir`, keeping the I/O error as its source. Like `ReadOnly` from SQLite, it does not
+    /// poison and nothing of the batch is stored: a failed write means the commit frame never
+    /// reached the log, so recovery ignores the frames before it, and SQLite writes the next
+    /// transaction over them.
+    ///
+    /// A failed **fsync** stays [`Io`](StoreError::Io) even on a read-only file system: the
+    /// commit frame was written before the sync failed, so it may be on disk and the batch may
+    /// reappear at the next start (seen with `mount -o remount,abort` in depot's tests).
     pub(crate) fn on_read_only_fs(self, dir: &Path) -> StoreError {
-        match self {
-            StoreError::Io { .. } if fs_is_read_only(dir) => StoreError::ReadOnly {
+        let failed_write = match &self {
+            StoreError::Io { source, .. } => source
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error)
+                .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_IOERR_WRITE),
+            _ => false,
+        };
+        if failed_write && fs_is_read_only(dir) {
+            StoreError::ReadOnly {
                 path: dir.to_path_buf(),
                 source: Some(Arc::new(self)),
-            },
-            other => other,
+            }
+        } else {
+            self
         }
     }
 
@@ -329,16 +342,29 @@ impl StoreError {
     }
 }
 
-/// Whether the file system holding `dir` is mounted read-only now.
+/// Whether the file system holding `dir` refuses writes now: mounted read-only (`statvfs`), or
+/// refusing to create a file with `EROFS` — ext4's emergency read-only state (`errors=remount-ro`,
+/// `mount -o remount,abort`) does not show in the mount flags.
 fn fs_is_read_only(dir: &Path) -> bool {
     #[cfg(unix)]
     {
         use nix::sys::statvfs::{FsFlags, statvfs};
-        statvfs(dir).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY))
+        if statvfs(dir).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+            return true;
+        }
     }
-    #[cfg(not(unix))]
+    let probe = dir.join(".depot-write-probe");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
     {
-        let _ = dir;
-        false
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&probe);
+            false
+        }
+        Err(e) => e.kind() == io::ErrorKind::ReadOnlyFilesystem,
     }
 }

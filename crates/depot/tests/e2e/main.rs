@@ -3,5 +3,6 @@
 //! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
 #![cfg(unix)]
 
+mod faults;
 mod loops;
 mod support;

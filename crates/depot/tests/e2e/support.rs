@@ -32,6 +32,10 @@ pub(crate) struct Options {
     pub(crate) args: Vec<String>,
     /// How long start-up may take.
     pub(crate) ready_within: Duration,
+    /// `--listen`.
+    pub(crate) listen: String,
+    /// Where the log goes [default: beside the data directory].
+    pub(crate) log_dir: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -40,6 +44,8 @@ impl Default for Options {
             env: Vec::new(),
             args: Vec::new(),
             ready_within: Duration::from_secs(30),
+            listen: "127.0.0.1:0".into(),
+            log_dir: None,
         }
     }
 }
@@ -74,14 +80,17 @@ static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(
 /// data directory.
 pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
     let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let parent = data_dir.parent().unwrap_or(Path::new("/tmp"));
+    let parent = options
+        .log_dir
+        .as_deref()
+        .unwrap_or(data_dir.parent().unwrap_or(Path::new("/tmp")));
     let log = parent.join(format!("depot-{}-{n}.log", std::process::id()));
     let stderr = fs::File::create(&log).expect("create the log file");
     let mut command = Command::new(DEPOT);
     command
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--listen", &options.listen, "--log-format", "json"])
         .args(&options.args)
         .arg("run")
         .stdin(Stdio::null())
@@ -149,7 +158,12 @@ fn running_addr(data_dir: &Path, pid: u32) -> Option<SocketAddr> {
     if v["pid"].as_u64() != Some(u64::from(pid)) {
         return None;
     }
-    v["listen"].as_str()?.parse().ok()
+    let mut addr: SocketAddr = v["listen"].as_str()?.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        // Listening on every interface: talk to it over loopback only.
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    Some(addr)
 }
 
 impl Depot {
@@ -321,4 +335,74 @@ pub(crate) fn read_all(stream: &mut std::net::TcpStream, timeout: Duration) -> V
     let mut out = Vec::new();
     let _ = stream.read_to_end(&mut out);
     out
+}
+
+/// Runs `depot <args…>` (stop, status) on `data_dir` and returns its exit code and output.
+pub(crate) fn depot_command(data_dir: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(DEPOT)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .output()
+        .expect("run depot");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Loads depot until `enough` says so (checked every few hundred records) or `limit` passes;
+/// returns the ledger. Requests are not retried: each answer is recorded as it came.
+pub(crate) async fn load_until(
+    client: &Client,
+    run: &mut u64,
+    limit: Duration,
+    enough: impl Fn(&torture::Ledger) -> bool,
+) -> torture::Ledger {
+    let mut ledger = torture::Ledger::default();
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline && !enough(&ledger) {
+        *run += 1;
+        let options = torture::LoadOptions {
+            clients: 2,
+            streams: 2,
+            stream_prefix: "f-".into(),
+            records: Some(300),
+            duration: Some(Duration::from_secs(5)),
+            run: *run,
+            seed: *run,
+            retries: 0,
+            ..torture::LoadOptions::default()
+        };
+        let part = torture::run_load(
+            client,
+            &options,
+            &tokio_util::sync::CancellationToken::new(),
+        )
+        .await;
+        ledger.merge(part);
+    }
+    ledger
+}
+
+/// Checks every stream of `ledger` against depot; panics with the problems unless clean.
+pub(crate) async fn verify_clean(
+    client: &Client,
+    ledger: &torture::Ledger,
+    when: &str,
+) -> torture::Summary {
+    let report = torture::verify(client, ledger)
+        .await
+        .unwrap_or_else(|e| panic!("{when}: cannot read the streams back: {e}"));
+    eprintln!("{when}: {}", report.summary);
+    assert!(
+        report.summary.is_clean(),
+        "{when}: {}\n{:#?}\nanswers: {:?}",
+        report.summary,
+        report.problems,
+        ledger.answers
+    );
+    report.summary
 }
