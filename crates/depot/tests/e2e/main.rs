@@ -4,5 +4,7 @@
 #![cfg(unix)]
 
 mod faults;
+mod hostile;
 mod loops;
+mod security;
 mod support;

@@ -2,7 +2,6 @@
 //! is ready, signal it, wait for its exit, read its log.
 
 use std::fs;
-use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -15,6 +14,12 @@ use torture::Client;
 
 /// The binary under test, built by cargo for this test target.
 pub(crate) const DEPOT: &str = env!("CARGO_BIN_EXE_depot");
+
+/// The binary to run: `TORTURE_DEPOT_BIN` (a release build, or a copy kept apart while a long
+/// loop runs), else [`DEPOT`].
+pub(crate) fn depot_bin() -> String {
+    std::env::var("TORTURE_DEPOT_BIN").unwrap_or_else(|_| DEPOT.to_owned())
+}
 
 /// The end-to-end tests run one at a time: the loops and the latency measurements would disturb
 /// each other on a small machine.
@@ -61,7 +66,6 @@ impl Options {
 /// A depot process.
 pub(crate) struct Depot {
     pub(crate) child: Child,
-    pub(crate) data_dir: PathBuf,
     pub(crate) addr: SocketAddr,
     pub(crate) log: PathBuf,
     pub(crate) client: Client,
@@ -86,7 +90,7 @@ pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
         .unwrap_or(data_dir.parent().unwrap_or(Path::new("/tmp")));
     let log = parent.join(format!("depot-{}-{n}.log", std::process::id()));
     let stderr = fs::File::create(&log).expect("create the log file");
-    let mut command = Command::new(DEPOT);
+    let mut command = Command::new(depot_bin());
     command
         .arg("--data-dir")
         .arg(data_dir)
@@ -97,7 +101,7 @@ pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
         .stdout(Stdio::null())
         .stderr(stderr);
     for (k, _) in std::env::vars() {
-        if k.starts_with("DEPOT_") {
+        if k.starts_with("DEPOT_") || k == "NOTIFY_SOCKET" {
             command.env_remove(k);
         }
     }
@@ -132,7 +136,6 @@ pub(crate) async fn start(data_dir: &Path, options: &Options) -> Result<Depot, F
             if client.is_ready().await {
                 return Ok(Depot {
                     child,
-                    data_dir: data_dir.to_path_buf(),
                     addr,
                     log,
                     client,
@@ -285,7 +288,6 @@ pub(crate) fn env_number(name: &str, default: u64) -> u64 {
 /// A mount made for a test; unmounted (lazily if busy) when dropped.
 pub(crate) struct Mount {
     pub(crate) path: PathBuf,
-    pub(crate) loop_image: bool,
 }
 
 /// Runs `mount args…`; `Err` holds mount's complaint.
@@ -310,7 +312,6 @@ impl Mount {
         run_mount(args)?;
         Ok(Mount {
             path: path.to_path_buf(),
-            loop_image: args.iter().any(|a| a.contains("loop")),
         })
     }
 }
@@ -329,17 +330,9 @@ pub(crate) fn skip(test: &str, why: &str) {
     eprintln!("SKIPPED {test}: {why} (this test needs root and mount(8))");
 }
 
-/// Reads everything from a raw socket until EOF or `timeout`.
-pub(crate) fn read_all(stream: &mut std::net::TcpStream, timeout: Duration) -> Vec<u8> {
-    stream.set_read_timeout(Some(timeout)).unwrap();
-    let mut out = Vec::new();
-    let _ = stream.read_to_end(&mut out);
-    out
-}
-
 /// Runs `depot <args…>` (stop, status) on `data_dir` and returns its exit code and output.
 pub(crate) fn depot_command(data_dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(DEPOT)
+    let out = Command::new(depot_bin())
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
