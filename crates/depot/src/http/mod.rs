@@ -147,7 +147,9 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
+        // `:stream` rather than axum's `{stream}`: braces inside label values trip simple
+        // Prometheus text parsers.
+        .map(|p| p.as_str().replace("{stream}", ":stream"))
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
     let span = tracing::info_span!("request", id, %method, route = %route);

@@ -188,8 +188,8 @@ pub enum StoreError {
         path: PathBuf,
     },
 
-    /// Any other SQLite failure (a bug, or a limit such as SQLITE_TOOBIG). The transaction was
-    /// rolled back.
+    /// Any other SQLite failure (a bug, or a limit such as SQLITE_TOOBIG). During a commit, the
+    /// writer confirmed the transaction was rolled back before returning this.
     #[error(
         "unexpected SQLite failure on {path}: nothing in this batch was stored; \
          please report this with the cause below"
@@ -224,11 +224,14 @@ impl StoreError {
     ///
     /// - `DiskFull`, `ReadOnly`, `Busy`, `Sqlite`: **no**. The batch's transaction was rolled back
     ///   (the writer checks this; a failed rollback is reported as `Poisoned` instead), so the
-    ///   store holds exactly what it held before, and a later batch may succeed. The disk-full
-    ///   case is exercised in `tests/store_disk_full.rs`.
+    ///   store holds exactly what it held before, and a later batch may succeed. Verified on a
+    ///   full tmpfs in `tests/store_disk_full.rs` (the same writer commits again once space is
+    ///   freed, nothing of the failed batch is visible, sequences stay contiguous) and for
+    ///   SQLITE_READONLY in `tests/store_basic.rs`.
     /// - `Io`, `Corrupt`, `Poisoned`, `Closed`, and anything else: **yes**. An I/O error while
-    ///   committing (a failed fsync in particular) leaves unknown what reached the disk; the
-    ///   writer refuses all later batches (`tests/store_fsync_failure.rs`).
+    ///   committing (a failed fsync in particular) leaves unknown what reached the disk: the WAL
+    ///   may hold the batch's frames, and the next open may or may not recover them. The writer
+    ///   refuses all later batches (`tests/store_fsync_failure.rs`, a real failed fsync).
     pub fn poisons(&self) -> bool {
         !matches!(
             self,

@@ -113,6 +113,10 @@ impl fmt::Display for OpenReport {
         match self.last_run {
             LastRun::New => write!(f, "created")?,
             LastRun::Clean => write!(f, "previous run stopped cleanly")?,
+            LastRun::Unclean if self.wal_bytes_at_open == 0 => write!(
+                f,
+                "previous run did NOT stop cleanly (it left no write-ahead log to recover)"
+            )?,
             LastRun::Unclean => write!(
                 f,
                 "previous run did NOT stop cleanly; recovered from a {}-byte write-ahead log",

@@ -1,0 +1,553 @@
+//! depot as a user runs it: the real binary, real HTTP, real signals, a real SQLite file.
+#![cfg(unix)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::{Value, json};
+
+/// A running depot.
+struct Depot {
+    child: Child,
+    base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Depot {
+    fn start(dir: &Path, env: &[(&str, &str)]) -> Depot {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_depot"));
+        cmd.args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir)
+        .env_remove("DEPOT_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("depot serving on http://") {
+                    let _ = tx.send(
+                        addr.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("depot did not start: {:?}", log.lock().unwrap()));
+        Depot {
+            child,
+            base: format!("http://{addr}"),
+            log,
+        }
+    }
+
+    fn signal(&self, sig: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < end, "depot still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Depot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Every record of `stream`, in order.
+async fn read_all(base: &str, stream: &str) -> Vec<(u64, Value)> {
+    let http = client();
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{base}/v1/streams/{stream}/records?after={after}&limit=1000"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let records = page["records"].as_array().unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        for r in records {
+            out.push((r["seq"].as_u64().unwrap(), r["payload"].clone()));
+        }
+        after = page["next_after"].as_u64().unwrap();
+    }
+}
+
+/// Acknowledged records: (client, i) → (seq, payload).
+type Acked = Arc<Mutex<BTreeMap<(u64, u64), u64>>>;
+
+/// 32 clients posting single records (and some arrays) until depot stops taking them.
+fn load(base: &str, acked: &Acked) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..32u64)
+        .map(|c| {
+            let base = base.to_owned();
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let http = client();
+                let mut refused = 0;
+                for i in 0.. {
+                    let body = json!({ "client": c, "i": i, "pad": "x".repeat(64) });
+                    let response = http
+                        .post(format!("{base}/v1/streams/load/records"))
+                        .header("Idempotency-Key", format!("{c}-{i}"))
+                        .json(&body)
+                        .send()
+                        .await;
+                    match response {
+                        Ok(r) if r.status() == 201 => {
+                            let v: Value = r.json().await.unwrap();
+                            acked
+                                .lock()
+                                .unwrap()
+                                .insert((c, i), v["first_seq"].as_u64().unwrap());
+                        }
+                        Ok(r) => {
+                            assert_eq!(r.status(), 503, "unexpected {}", r.status());
+                            let v: Value = r.json().await.unwrap();
+                            assert_eq!(v["error"]["code"], "draining");
+                            return i;
+                        }
+                        // The listener closed, or the process is gone.
+                        Err(_) => {
+                            refused += 1;
+                            if refused > 2 {
+                                return i;
+                            }
+                        }
+                    }
+                }
+                unreachable!()
+            })
+        })
+        .collect()
+}
+
+async fn check_all_acked_present(base: &str, acked: &Acked) -> usize {
+    let records = read_all(base, "load").await;
+    let mut seen = BTreeMap::new();
+    for (seq, payload) in &records {
+        let key = (
+            payload["client"].as_u64().unwrap(),
+            payload["i"].as_u64().unwrap(),
+        );
+        assert!(
+            seen.insert(key, *seq).is_none(),
+            "record {key:?} stored twice"
+        );
+        assert_eq!(
+            payload["pad"].as_str().unwrap().len(),
+            64,
+            "payload corrupt at {seq}"
+        );
+    }
+    let seqs: Vec<u64> = records.iter().map(|(s, _)| *s).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "sequence gap or disorder"
+    );
+    let acked = acked.lock().unwrap();
+    for (key, seq) in acked.iter() {
+        assert_eq!(
+            seen.get(key),
+            Some(seq),
+            "acknowledged record {key:?} (seq {seq}) missing"
+        );
+    }
+    acked.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_loses_nothing_acknowledged_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut depot = Depot::start(dir.path(), &[("DEPOT_UNREADY_DELAY_MS", "300")]);
+    let base = depot.base.clone();
+    let acked = Acked::default();
+    let clients = load(&base, &acked);
+
+    // Watch readiness: it must turn 503 before the listener refuses connections.
+    let readiness = {
+        let base = base.clone();
+        tokio::spawn(async move {
+            let http = client();
+            let mut saw_503 = None;
+            loop {
+                match http.get(format!("{base}/readyz")).send().await {
+                    Ok(r) if r.status() == 503 => {
+                        saw_503.get_or_insert(Instant::now());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return (saw_503, Instant::now()),
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+    };
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = acked.lock().unwrap().len();
+    assert!(
+        before > 100,
+        "only {before} records acknowledged before the stop"
+    );
+    let sent = Instant::now();
+    depot.signal(Signal::SIGTERM);
+    let code = tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(20)));
+    let took = sent.elapsed();
+    assert_eq!(code, Some(0), "{}", depot.log_text());
+    assert!(took < Duration::from_secs(5), "stop took {took:?}");
+    for c in clients {
+        c.await.unwrap();
+    }
+    let (saw_503, refused_at) = readiness.await.unwrap();
+    let saw_503 = saw_503.expect("/readyz never answered 503 during the drain");
+    assert!(saw_503 < refused_at);
+
+    let log = depot.log_text();
+    assert!(log.contains("shutdown finished"), "no report in the log");
+    assert!(log.contains(r#"\"reason\":\"sig_term\""#) || log.contains("sig_term"));
+
+    // Restart: every acknowledged record is there, exactly once, in order.
+    let depot = Depot::start(dir.path(), &[]);
+    let checked = check_all_acked_present(&depot.base, &acked).await;
+    assert!(checked >= before);
+    let status: Value = client()
+        .get(format!("{}/v1/status", depot.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["last_shutdown"]["reason"], "sig_term");
+    assert_eq!(status["last_shutdown"]["outcome"], "clean");
+    assert_eq!(status["recovery"]["last_run"], "Clean");
+    eprintln!("SIGTERM under load: {checked} acknowledged records verified, stop took {took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut depot = Depot::start(dir.path(), &[]);
+    let acked = Acked::default();
+    let clients = load(&depot.base, &acked);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    depot.signal(Signal::SIGKILL);
+    let code = tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(5)));
+    assert_eq!(code, None, "killed by a signal");
+    for c in clients {
+        c.await.unwrap();
+    }
+    let depot = Depot::start(dir.path(), &[]);
+    let checked = check_all_acked_present(&depot.base, &acked).await;
+    assert!(checked > 100, "only {checked} acknowledged");
+    let status: Value = client()
+        .get(format!("{}/v1/status", depot.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["recovery"]["last_run"], "Unclean");
+    eprintln!("SIGKILL under load: {checked} acknowledged records verified");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_their_documented_status_and_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = Depot::start(
+        dir.path(),
+        &[
+            ("DEPOT_MAX_BODY_BYTES", "4096"),
+            ("DEPOT_MAX_RECORDS_PER_REQUEST", "10"),
+        ],
+    );
+    let http = client();
+    let url = |path: &str| format!("{}{path}", depot.base);
+    let post = |path: &str, body: Vec<u8>| http.post(url(path)).body(body).send();
+    let expect = |status: u16, code: &'static str| {
+        move |r: (u16, Value)| {
+            assert_eq!(r.0, status, "{:?}", r.1);
+            assert_eq!(r.1["error"]["code"], code, "{:?}", r.1);
+            assert!(r.1["error"]["message"].as_str().unwrap().len() > 10);
+        }
+    };
+    async fn parts(r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+    let ok = "/v1/streams/s/records";
+    expect(400, "malformed_json")(parts(post(ok, b"{\"a\":".to_vec()).await.unwrap()).await);
+    expect(400, "malformed_json")(parts(post(ok, b"\"\xff\xfe\"".to_vec()).await.unwrap()).await);
+    expect(400, "too_deep")(
+        parts(
+            post(ok, ("[".repeat(100) + &"]".repeat(100)).into_bytes())
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    expect(400, "invalid_stream_name")(
+        parts(
+            post("/v1/streams/a%20b/records", b"1".to_vec())
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    let long = format!("/v1/streams/{}/records", "x".repeat(200));
+    expect(400, "invalid_stream_name")(parts(post(&long, b"1".to_vec()).await.unwrap()).await);
+    expect(413, "body_too_large")(parts(post(ok, vec![b' '; 5000]).await.unwrap()).await);
+    expect(400, "too_many_records")(
+        parts(
+            post(ok, b"[1,2,3,4,5,6,7,8,9,10,11]".to_vec())
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    expect(400, "empty_request")(parts(post(ok, b"[]".to_vec()).await.unwrap()).await);
+    expect(404, "not_found")(parts(http.get(url("/v2/nothing")).send().await.unwrap()).await);
+    expect(400, "bad_query")(
+        parts(
+            http.get(url("/v1/streams/s/records?after=x"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    expect(400, "bad_query")(
+        parts(
+            http.get(url("/v1/streams/s/records?limit=0"))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+    expect(400, "invalid_idempotency_key")(
+        parts(
+            http.post(url(ok))
+                .header("Idempotency-Key", "")
+                .body("1")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+
+    // Idempotency: the same key and body replays; the same key with another body conflicts.
+    let first = parts(
+        http.post(url(ok))
+            .header("Idempotency-Key", "k")
+            .body("[1,2]")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(first.0, 201);
+    let again = parts(
+        http.post(url(ok))
+            .header("Idempotency-Key", "k")
+            .body("[1,2]")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(again.0, 201);
+    assert_eq!(again.1["first_seq"], first.1["first_seq"]);
+    assert_eq!(again.1["replayed"], true);
+    expect(409, "idempotency_conflict")(
+        parts(
+            http.post(url(ok))
+                .header("Idempotency-Key", "k")
+                .body("[3]")
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await,
+    );
+
+    // None of that hurt it.
+    assert_eq!(
+        http.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(read_all(&depot.base, "s").await.len(), 2);
+    assert!(!depot.log_text().contains("panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_parse_as_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = Depot::start(dir.path(), &[]);
+    let http = client();
+    for i in 0..5 {
+        let r = http
+            .post(format!("{}/v1/streams/m/records", depot.base))
+            .body(format!("{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let r = http
+        .get(format!("{}/metrics", depot.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = r.text().await.unwrap();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let names: std::collections::BTreeSet<&str> =
+        scrape.samples.iter().map(|s| s.metric.as_str()).collect();
+    for wanted in [
+        "depot_http_requests_total",
+        "depot_records_stored_total",
+        "depot_http_request_duration_seconds_count",
+        "winddown_commit_batch_items_count",
+        "winddown_commit_latency_seconds_count",
+        "depot_commit_queue_depth",
+    ] {
+        assert!(names.contains(wanted), "{wanted} missing from {names:?}");
+    }
+    let stored = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "depot_records_stored_total")
+        .unwrap();
+    assert!(
+        matches!(stored.value, prometheus_parse::Value::Counter(v) if v == 5.0),
+        "{:?}",
+        stored.value
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_status_commands_work_on_a_running_depot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut depot = Depot::start(dir.path(), &[]);
+    let bin = env!("CARGO_BIN_EXE_depot");
+    let status = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success());
+    assert!(
+        text.contains(&format!("PID {}", depot.child.id())),
+        "{text}"
+    );
+    assert!(text.contains("0 records"), "{text}");
+
+    let stop = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || {
+            Command::new(bin)
+                .arg("--data-dir")
+                .arg(&dir)
+                .arg("stop")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&stop.stdout);
+    assert!(stop.status.success(), "{text}");
+    assert!(
+        text.contains("group commit") && text.contains("last shutdown: clean"),
+        "{text}"
+    );
+    assert_eq!(
+        tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(5))),
+        Some(0)
+    );
+
+    let status = Command::new(bin)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&status.stdout).contains("not running"));
+
+    // A second instance on the same data directory fails at once, naming the lock and the PID.
+    let first = Depot::start(dir.path(), &[]);
+    let second = Command::new(bin)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success());
+    assert!(
+        err.contains("depot.lock") && err.contains(&format!("PID {}", first.child.id())),
+        "{err}"
+    );
+}
