@@ -67,10 +67,17 @@ fn check_body(body: &[u8], max_records: usize) {
         Ok(records) => {
             assert!(!records.is_empty() && records.len() <= max_records);
             for record in &records {
-                assert!(serde_json::from_str::<&RawValue>(record).is_ok(), "{record}");
+                assert!(
+                    serde_json::from_str::<&RawValue>(record).is_ok(),
+                    "{record}"
+                );
                 assert!(nesting_depth(record.as_bytes()) <= MAX_DEPTH);
                 assert!(contains(body, record.as_bytes()), "a record not as sent");
-                assert_eq!(record.trim(), record, "a record with surrounding whitespace");
+                assert_eq!(
+                    record.trim(),
+                    record,
+                    "a record with surrounding whitespace"
+                );
             }
             if let Some(value) = &parsed {
                 assert!(depth(value) <= MAX_DEPTH);
@@ -123,8 +130,8 @@ fn check_idempotency_key_of(body: &[u8]) {
     };
     let mut headers = HeaderMap::new();
     headers.insert("idempotency-key", value);
-    let valid = (1..=MAX_IDEMPOTENCY_KEY).contains(&body.len())
-        && body.iter().all(u8::is_ascii_graphic);
+    let valid =
+        (1..=MAX_IDEMPOTENCY_KEY).contains(&body.len()) && body.iter().all(u8::is_ascii_graphic);
     match idempotency_key(&headers) {
         Ok(Some(key)) => {
             assert!(valid);
