@@ -53,7 +53,7 @@ async fn refused_start_with(dir: &Path, options: &Options, names: &[&str]) -> St
 /// its data): a log line that cannot be written must not cost a request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_answers_503_disk_full_loses_nothing_and_recovers_once_space_is_freed() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let mnt = base.path().join("tmpfs");
     fs::create_dir(&mnt).unwrap();
@@ -156,7 +156,7 @@ async fn full_disk_answers_503_disk_full_loses_nothing_and_recovers_once_space_i
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_bind_mount_is_refused_at_start_naming_the_remedy() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let (src, ro) = (base.path().join("src"), base.path().join("ro"));
     fs::create_dir(&src).unwrap();
@@ -347,13 +347,13 @@ async fn ext4_abort(test: &str, mount_options: &str, during_load: bool) -> Optio
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_turning_read_only_under_load_fails_writes_and_loses_nothing() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     ext4_abort("ext4_turning_read_only…", "loop", true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ext4_without_delayed_allocation_turning_read_only_between_writes_answers_503_read_only() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let code = ext4_abort("ext4_without_delayed_allocation…", "loop,nodelalloc", false).await;
     if let Some(code) = code {
         assert_eq!(code, "read_only");
@@ -372,7 +372,7 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_database_between_runs_is_refused_or_reported_never_served_as_if_whole() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let pristine = base.path().join("pristine");
     fs::create_dir(&pristine).unwrap();
@@ -492,7 +492,7 @@ async fn a_damaged_database_between_runs_is_refused_or_reported_never_served_as_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_lock_from_a_sigkilled_depot_does_not_block_the_restart_and_a_live_one_does() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let dir = base.path().join("data");
     fs::create_dir(&dir).unwrap();

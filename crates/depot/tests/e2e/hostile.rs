@@ -65,7 +65,7 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_requests_get_their_documented_4xx_and_store_nothing() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let depot = support::start_ok(&base.path().join("data"), &options()).await;
     let c = &depot.client;
@@ -214,7 +214,7 @@ async fn hostile_requests_get_their_documented_4xx_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_are_served_back_byte_for_byte() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let depot = support::start_ok(&base.path().join("data"), &Options::default()).await;
     // Each of these changed, or broke the read, when records went through serde_json::Value.
@@ -276,7 +276,7 @@ fn describe(latencies: &mut [Duration]) -> (Duration, Duration, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_clients_dribbling_headers_are_cut_off_and_others_stay_served() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let depot = support::start_ok(&base.path().join("data"), &options()).await;
     let stop = Arc::new(AtomicBool::new(false));
@@ -348,7 +348,7 @@ async fn slow_clients_dribbling_headers_are_cut_off_and_others_stay_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_is_held_to_max_connections_and_an_open_client_stays_served() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let depot = support::start_ok(&base.path().join("data"), &options()).await;
     // The well-behaved client holds its connection (it made one request before the flood).

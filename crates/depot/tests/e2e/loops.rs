@@ -209,7 +209,7 @@ async fn run_loop(name: &str, how: Stop, rounds: u64) -> Totals {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_loop_sigkill_at_random_moments_loses_nothing_acknowledged() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let rounds = support::env_number("TORTURE_ITERATIONS", 20);
     let totals = run_loop("kill_loop", Stop::Kill, rounds).await;
     assert_eq!(totals.rounds, rounds);
@@ -218,7 +218,7 @@ async fn kill_loop_sigkill_at_random_moments_loses_nothing_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_loop_sigterm_and_sigint_drain_within_budget_and_lose_nothing() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let rounds = support::env_number("TORTURE_ITERATIONS", 20);
     let totals = run_loop("stop_loop", Stop::Graceful, rounds).await;
     assert_eq!(totals.rounds, rounds);

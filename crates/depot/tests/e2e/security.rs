@@ -23,7 +23,7 @@ fn token_file(dir: &std::path::Path, token: &str) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_token_every_v1_request_needs_it_and_health_stays_open() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let token = token_file(base.path(), TOKEN);
     let options = Options::default().set("DEPOT_AUTH_TOKEN_FILE", token.display());
@@ -102,7 +102,7 @@ async fn with_a_token_every_v1_request_needs_it_and_health_stays_open() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_and_record_payloads_stay_out_of_the_logs() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let token = token_file(base.path(), TOKEN);
     for level in ["info", "debug"] {
@@ -177,7 +177,7 @@ async fn the_token_and_record_payloads_stay_out_of_the_logs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_in_the_data_directory_are_for_the_owner_only() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data"); // created by depot
     let depot = support::start_ok(&data, &Options::default()).await;
@@ -231,7 +231,7 @@ async fn files_in_the_data_directory_are_for_the_owner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_token_file_is_a_start_up_error_naming_it() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     let data = base.path().join("data");
     let missing = base.path().join("no-such-token");
@@ -262,7 +262,7 @@ async fn a_bad_token_file_is_a_start_up_error_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listening_beyond_loopback_without_a_token_is_warned_about() {
-    let _serial = support::serial();
+    let _serial = support::serial().await;
     let base = tempfile::tempdir().unwrap();
     // Bound to every interface for a moment; the test talks to it over loopback only.
     let options = Options {
