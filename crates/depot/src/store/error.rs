@@ -293,15 +293,19 @@ impl StoreError {
     /// write to the write-ahead log failed (`SQLITE_IOERR_WRITE`) and the file system holding
     /// `dir` refuses writes now (a mount made read-only, ext4 turning read-only after a disk
     /// error), this turns the [`Io`](StoreError::Io) into [`ReadOnly`](StoreError::ReadOnly)
-    /// naming `dir`, keeping the I/O error as its source. Like `ReadOnly` from SQLite, it does not
-    /// poison and nothing of the batch is stored: a failed write means the commit frame never
-    /// reached the log, so recovery ignores the frames before it, and SQLite writes the next
-    /// transaction over them.
+    /// naming `dir`, keeping the I/O error as its source, and returns `true`: nothing of the batch
+    /// is stored (a failed write means its commit frame never reached the log, so recovery
+    /// ignores the frames before it), but the caller must still poison the writer. A file system
+    /// that refuses some writes may take others — an aborted ext4 refuses appends yet takes
+    /// overwrites into its page cache — and a writer that goes on (retrying commits, running
+    /// checkpoints, restarting the log) can leave acknowledged records only in pages that never
+    /// reach the disk: depot's tests lost acknowledged records that way before the writer was
+    /// poisoned here.
     ///
     /// A failed **fsync** stays [`Io`](StoreError::Io) even on a read-only file system: the
     /// commit frame was written before the sync failed, so it may be on disk and the batch may
     /// reappear at the next start (seen with `mount -o remount,abort` in depot's tests).
-    pub(crate) fn on_read_only_fs(self, dir: &Path) -> StoreError {
+    pub(crate) fn on_read_only_fs(self, dir: &Path) -> (StoreError, bool) {
         let failed_write = match &self {
             StoreError::Io { source, .. } => source
                 .downcast_ref::<rusqlite::Error>()
@@ -310,12 +314,13 @@ impl StoreError {
             _ => false,
         };
         if failed_write && fs_is_read_only(dir) {
-            StoreError::ReadOnly {
+            let read_only = StoreError::ReadOnly {
                 path: dir.to_path_buf(),
                 source: Some(Arc::new(self)),
-            }
+            };
+            (read_only, true)
         } else {
-            self
+            (self, false)
         }
     }
 
