@@ -41,8 +41,24 @@ pub mod files {
 /// Runs depot until it is told to stop; returns the shutdown report.
 pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError> {
     let dir = config.data_dir.clone();
+    // The token first: a start that cannot authenticate should fail before it touches the data.
+    let auth = config
+        .auth_token_file
+        .as_deref()
+        .map(http::AuthToken::load)
+        .transpose()?;
+    match &auth {
+        Some(_) => tracing::info!("authentication: /v1/* requires the bearer token"),
+        None if !config.listen.ip().is_loopback() => tracing::warn!(
+            listen = %config.listen,
+            "depot listens on a non-loopback address without authentication: anyone who can \
+             reach it can read and write every stream; set auth_token_file (docs/SECURITY.md)"
+        ),
+        None => {}
+    }
     create_private_dir(&dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    warn_if_shared(&dir);
     let last_shutdown = fs::read(dir.join(files::LAST_SHUTDOWN))
         .ok()
         .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
@@ -71,14 +87,17 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
             config.listen
         )
     })?;
-    let state = Arc::new(AppState::new(
-        committer.clone(),
-        store.readers.clone(),
-        config.clone(),
-        metrics,
-        recovery,
-        last_shutdown,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            committer.clone(),
+            store.readers.clone(),
+            config.clone(),
+            metrics,
+            recovery,
+            last_shutdown,
+        )
+        .with_auth(auth),
+    );
     let server = Server::start(
         listener,
         http::router(state.clone()),
@@ -94,7 +113,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     )?;
     let _ = fs::remove_file(dir.join(files::PROGRESS));
     tracing::info!(listen = %addr, data_dir = %dir.display(), pid = std::process::id(), "depot serving");
-    eprintln!("depot serving on http://{addr} — data in {}", dir.display());
+    say(format_args!(
+        "depot serving on http://{addr} — data in {}",
+        dir.display()
+    ));
 
     let plan = drain_plan(
         state,
@@ -110,7 +132,7 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     let report = host.drain_with(plan, &progress).await;
     let _ = write_atomically(&dir.join(files::LAST_SHUTDOWN), report.to_json().as_bytes());
     let _ = fs::remove_file(dir.join(files::RUNNING));
-    eprintln!("{report}");
+    say(format_args!("{report}"));
     Ok(report)
 }
 
@@ -192,6 +214,13 @@ fn drain_plan(
         })
 }
 
+/// Writes a line to stderr for the person at the console, ignoring failure: `eprintln!` panics
+/// when stderr is a file on a full disk or a closed pipe, and a message must not cost the process.
+pub fn say(text: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
 fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     slot.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -203,6 +232,28 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
     builder.create(dir)
+}
+
+/// Warns when the data directory (which depot did not create, or created under another umask)
+/// lets other users in: the records, and the database files, are for depot's user only.
+fn warn_if_shared(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    data_dir = %dir.display(),
+                    mode = format!("{mode:o}"),
+                    "the data directory is open to other users; chmod 700 it \
+                     (under systemd: StateDirectoryMode=0700)"
+                );
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.

@@ -57,6 +57,10 @@ pub struct Config {
     /// mode that keeps acknowledged records through a power loss) or `off` (no fsync: a baseline
     /// for benchmarks; acknowledged records survive a process crash but not an OS crash).
     pub durability: DurabilityMode,
+    /// A file holding a bearer token that every `/v1/*` request must present
+    /// (`Authorization: Bearer <token>`); read once at start. Unset: no authentication, which is
+    /// only reasonable on a loopback `listen` address (depot warns otherwise).
+    pub auth_token_file: Option<PathBuf>,
 }
 
 /// See [`Config::durability`].
@@ -86,6 +90,7 @@ impl Default for Config {
             commit_queue: 8192,
             commit_max_batch: 1024,
             durability: DurabilityMode::Full,
+            auth_token_file: None,
         }
     }
 }
@@ -273,7 +278,8 @@ fn key_names() -> Vec<String> {
     match toml::Value::try_from(Config::default()) {
         Ok(toml::Value::Table(t)) => {
             let mut keys: Vec<String> = t.keys().cloned().collect();
-            keys.push("sigterm_budget_ms".into()); // None is not serialized
+            // None is not serialized.
+            keys.extend(["sigterm_budget_ms".into(), "auth_token_file".into()]);
             keys
         }
         _ => Vec::new(),

@@ -102,6 +102,10 @@ fn report(result: Result<i32, String>) -> i32 {
 }
 
 fn serve(config: Config) -> i32 {
+    // Every file depot creates — the database and its log, the lock, the status files — is for
+    // its own user only (SQLite would create the database 0644 otherwise).
+    #[cfg(unix)]
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logs(config.log_format);
     let mut budgets = Budgets::new();
     if let Some(ms) = config.sigterm_budget_ms {
@@ -112,7 +116,7 @@ fn serve(config: Config) -> i32 {
         move |host| async move {
             depot::app::run(host, config)
                 .await
-                .inspect_err(|e| eprintln!("depot: {e}"))
+                .inspect_err(|e| depot::app::say(format_args!("depot: {e}")))
         },
     )
 }
@@ -125,11 +129,19 @@ fn init_logs(format: LogFormat) {
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
+    // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
+    // tracing-subscriber would otherwise report it with eprintln!, which panics on that same
+    // error — in whichever thread logged, the group committer's included.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     if json {
-        builder.json().with_current_span(true).init();
+        builder
+            .json()
+            .with_current_span(true)
+            .log_internal_errors(false)
+            .init();
     } else {
         builder.init();
     }

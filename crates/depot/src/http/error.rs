@@ -99,6 +99,16 @@ impl ApiError {
                     source.to_string(),
                 )
                 .retry_after(30),
+                // An I/O error while committing (a failed fsync) leaves unknown what reached
+                // the disk: the records may be there after the restart.
+                StoreError::Io { .. } => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_failed",
+                    format!(
+                        "{source}; the request may have been stored: retry it with the same \
+                         Idempotency-Key once depot has restarted"
+                    ),
+                ),
                 other => ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_failed",

@@ -104,11 +104,21 @@ pub struct ReadQuery {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 struct OutRecord {
     seq: u64,
     received_at_ms: i64,
     payload: Box<RawValue>,
+}
+
+/// The body of a read. A typed struct, not `json!`: `json!` turns each `RawValue` into a
+/// `serde_json::Value`, which re-encodes the record (keys sorted, duplicates dropped, numbers
+/// rounded to `f64`) and panics on a number `f64` cannot hold (`1e400`).
+#[derive(Debug, Serialize)]
+pub struct ReadPage {
+    stream: String,
+    records: Vec<OutRecord>,
+    next_after: u64,
 }
 
 /// `GET /v1/streams/{stream}/records?after=SEQ&limit=N`.
@@ -116,7 +126,7 @@ pub async fn read_records(
     State(state): State<Arc<AppState>>,
     Path(stream): Path<String>,
     query: Result<Query<ReadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ReadPage>, ApiError> {
     check_stream_name(&stream)?;
     let Query(query) = query.map_err(|e| {
         ApiError::new(
@@ -148,9 +158,11 @@ pub async fn read_records(
                 .unwrap_or_else(|_| RawValue::from_string("null".into()).expect("valid JSON")),
         })
         .collect();
-    Ok(Json(
-        json!({ "stream": stream, "records": records, "next_after": next_after }),
-    ))
+    Ok(Json(ReadPage {
+        stream,
+        records,
+        next_after,
+    }))
 }
 
 /// `POST /v1/streams/{stream}/records`: one JSON value, or an array of them. `201` only once the
@@ -230,7 +242,9 @@ pub fn check_stream_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if any: 1 to [`MAX_IDEMPOTENCY_KEY`] visible ASCII characters,
+/// else `400 invalid_idempotency_key`.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -313,7 +327,8 @@ pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, Api
 
 /// The deepest nesting of `[` and `{` in valid JSON text. serde_json checks raw values without
 /// recursion, so depth is not limited by its parser here; readers of the records might be.
-fn nesting_depth(json: &[u8]) -> usize {
+/// (Public for the fuzz target, which checks it against a real parser.)
+pub fn nesting_depth(json: &[u8]) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in json {
         if in_string {

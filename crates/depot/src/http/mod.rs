@@ -1,5 +1,6 @@
 //! The HTTP API (see `docs/API.md`): records in and out, health, readiness, metrics, status.
 
+pub mod auth;
 mod error;
 pub mod handlers;
 mod server;
@@ -18,6 +19,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
+pub use auth::AuthToken;
 pub use error::ApiError;
 pub use server::Server;
 
@@ -48,6 +50,8 @@ pub struct AppState {
     pub last_shutdown: Option<serde_json::Value>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The bearer token `/v1/*` requests must carry, if `auth_token_file` is set.
+    pub auth: Option<AuthToken>,
     next_request_id: AtomicU64,
 }
 
@@ -73,8 +77,16 @@ impl AppState {
             started_at: SystemTime::now(),
             recovery,
             last_shutdown,
+            auth: None,
             next_request_id: AtomicU64::new(1),
         }
+    }
+
+    /// Requires `token` on every `/v1/*` request (see [`auth`]); `None` leaves them open.
+    #[must_use]
+    pub fn with_auth(mut self, token: Option<AuthToken>) -> Self {
+        self.auth = token;
+        self
     }
 
     /// Whether the drain has started.
@@ -101,19 +113,25 @@ impl AppState {
     }
 }
 
-/// The router with every route and the per-request layers (request id, logs, metrics, timeout).
+/// The router with every route and the per-request layers (request id, logs, metrics, timeout,
+/// and the bearer token on `/v1/*` when one is configured).
 pub fn router(state: Arc<AppState>) -> Router {
     let timeout = state.config.request_timeout();
-    Router::new()
-        .route("/healthz", get(handlers::healthz))
-        .route("/readyz", get(handlers::readyz))
-        .route("/metrics", get(handlers::metrics))
+    let mut api = Router::new()
         .route("/v1/status", get(handlers::status))
         .route("/v1/streams", get(handlers::streams))
         .route(
             "/v1/streams/{stream}/records",
             get(handlers::read_records).post(handlers::append),
-        )
+        );
+    if let Some(token) = state.auth.clone() {
+        api = api.route_layer(middleware::from_fn_with_state(token, auth::require_token));
+    }
+    Router::new()
+        .route("/healthz", get(handlers::healthz))
+        .route("/readyz", get(handlers::readyz))
+        .route("/metrics", get(handlers::metrics))
+        .merge(api)
         .fallback(handlers::not_found)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(

@@ -289,6 +289,41 @@ impl StoreError {
         }
     }
 
+    /// SQLite reports a write the OS refused with `EROFS` as a plain I/O error: when a commit's
+    /// write to the write-ahead log failed (`SQLITE_IOERR_WRITE`) and the file system holding
+    /// `dir` refuses writes now (a mount made read-only, ext4 turning read-only after a disk
+    /// error), this turns the [`Io`](StoreError::Io) into [`ReadOnly`](StoreError::ReadOnly)
+    /// naming `dir`, keeping the I/O error as its source, and returns `true`: nothing of the batch
+    /// is stored (a failed write means its commit frame never reached the log, so recovery
+    /// ignores the frames before it), but the caller must still poison the writer. A file system
+    /// that refuses some writes may take others — an aborted ext4 refuses appends yet takes
+    /// overwrites into its page cache — and a writer that goes on (retrying commits, running
+    /// checkpoints, restarting the log) can leave acknowledged records only in pages that never
+    /// reach the disk: depot's tests lost acknowledged records that way before the writer was
+    /// poisoned here.
+    ///
+    /// A failed **fsync** stays [`Io`](StoreError::Io) even on a read-only file system: the
+    /// commit frame was written before the sync failed, so it may be on disk and the batch may
+    /// reappear at the next start (seen with `mount -o remount,abort` in depot's tests).
+    pub(crate) fn on_read_only_fs(self, dir: &Path) -> (StoreError, bool) {
+        let failed_write = match &self {
+            StoreError::Io { source, .. } => source
+                .downcast_ref::<rusqlite::Error>()
+                .and_then(rusqlite::Error::sqlite_error)
+                .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_IOERR_WRITE),
+            _ => false,
+        };
+        if failed_write && fs_is_read_only(dir) {
+            let read_only = StoreError::ReadOnly {
+                path: dir.to_path_buf(),
+                source: Some(Arc::new(self)),
+            };
+            (read_only, true)
+        } else {
+            (self, false)
+        }
+    }
+
     /// Classifies an OS error on `path` (the lock file, the marker, a directory fsync).
     pub(crate) fn io(path: &Path, err: io::Error) -> StoreError {
         let path = path.to_path_buf();
@@ -312,5 +347,32 @@ impl StoreError {
                 source: cause(err),
             },
         }
+    }
+}
+
+/// Whether the file system holding `dir` refuses writes now: mounted read-only (`statvfs`), or
+/// refusing to create a file with `EROFS` — ext4's emergency read-only state (`errors=remount-ro`,
+/// `mount -o remount,abort`) does not show in the mount flags.
+fn fs_is_read_only(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use nix::sys::statvfs::{FsFlags, statvfs};
+        if statvfs(dir).is_ok_and(|s| s.flags().contains(FsFlags::ST_RDONLY)) {
+            return true;
+        }
+    }
+    let probe = dir.join(".depot-write-probe");
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&probe)
+    {
+        Ok(file) => {
+            drop(file);
+            let _ = std::fs::remove_file(&probe);
+            false
+        }
+        Err(e) => e.kind() == io::ErrorKind::ReadOnlyFilesystem,
     }
 }

@@ -187,6 +187,7 @@ impl Store {
             .marker
             .try_exists()
             .map_err(|e| StoreError::io(&paths.marker, e))?;
+        check_not_emptied(&paths, wal_bytes_at_open, marker)?;
         let last_run = match (existed, marker) {
             (false, _) => LastRun::New,
             (true, true) => LastRun::Clean,
@@ -231,6 +232,84 @@ fn take_lock(path: &Path) -> Result<LockFile, StoreError> {
         LockError::Io { path, source } => StoreError::io(&path, source),
         other => StoreError::io(path, std::io::Error::other(other.to_string())),
     })
+}
+
+/// Refuses a database file that something else deleted, emptied or cut short, where the data
+/// directory shows that a store was there: the clean-shutdown marker (written only after a clean
+/// close) or a non-empty write-ahead log. Opening it would start an empty store — or one that is
+/// the log's last transactions without the pages they build on — and serve it as if nothing had
+/// been lost.
+///
+/// After a clean close the write-ahead log was checkpointed into the file, so the file must hold
+/// every page its header counts; after a crash it may legitimately hold fewer (a checkpoint cut
+/// short), so then only a missing or empty file is refused.
+fn check_not_emptied(paths: &Paths, wal_len: u64, marker: bool) -> Result<(), StoreError> {
+    let evidence = if marker {
+        format!("the clean-shutdown marker {}", paths.marker.display())
+    } else if wal_len > 0 {
+        format!("a {wal_len}-byte write-ahead log")
+    } else {
+        return Ok(());
+    };
+    let exists = paths
+        .db
+        .try_exists()
+        .map_err(|e| StoreError::io(&paths.db, e))?;
+    let db_len = file_len(&paths.db)?;
+    let corrupt = |detail: String| StoreError::Corrupt {
+        path: paths.db.clone(),
+        detail,
+        source: None,
+    };
+    if db_len == 0 {
+        let mut remove = Vec::new();
+        if marker {
+            remove.push(paths.marker.display().to_string());
+        }
+        if wal_len > 0 {
+            remove.push(paths.wal.display().to_string());
+        }
+        return Err(corrupt(format!(
+            "the database file is {} but {evidence} shows that this directory held a depot \
+             store: the file was deleted or emptied; to start an empty store here instead, \
+             remove {}",
+            if exists { "empty" } else { "missing" },
+            remove.join(" and "),
+        )));
+    }
+    if marker
+        && let Some(expected) = header_bytes(&paths.db)?
+        && db_len < expected
+    {
+        return Err(corrupt(format!(
+            "the file is {db_len} bytes but its header counts {expected}: it was cut short \
+             after depot closed it"
+        )));
+    }
+    Ok(())
+}
+
+/// The size of the database as its SQLite header states it (page size × page count), when the
+/// header is there and its page count is valid (its "version-valid-for" equals the change counter).
+fn header_bytes(db: &Path) -> Result<Option<u64>, StoreError> {
+    use std::io::Read;
+    let mut header = [0u8; 100];
+    let mut file = File::open(db).map_err(|e| StoreError::io(db, e))?;
+    if file.read_exact(&mut header).is_err() || !header.starts_with(b"SQLite format 3\0") {
+        return Ok(None); // too short or not SQLite: the header checks at open report it
+    }
+    let be32 = |at: usize| {
+        u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
+    };
+    let page_size = match u16::from_be_bytes([header[16], header[17]]) {
+        1 => 65_536,
+        n => u64::from(n),
+    };
+    let (pages, changes, valid_for) = (be32(28), be32(24), be32(92));
+    if pages == 0 || changes != valid_for {
+        return Ok(None);
+    }
+    Ok(Some(u64::from(pages) * page_size))
 }
 
 fn file_len(path: &Path) -> Result<u64, StoreError> {

@@ -194,6 +194,9 @@ impl Writer {
             Ok(acks) => return Ok(acks),
             Err(e) => StoreError::sqlite(&self.paths.db, e),
         };
+        // A write refused by a file system gone read-only: named as such, and poisoning (see
+        // `on_read_only_fs`).
+        let (err, refused_by_fs) = err.on_read_only_fs(&self.paths.dir);
         // SQLite may already have rolled back (it does for some SQLITE_FULL and SQLITE_IOERR);
         // otherwise roll back now. Only a confirmed rollback lets the error count as "store
         // unchanged".
@@ -208,7 +211,7 @@ impl Writer {
                 source: cause,
             });
         }
-        if err.poisons() {
+        if err.poisons() || refused_by_fs {
             self.poisoned = Some(Arc::new(err.clone()));
         }
         Err(err)

@@ -1,0 +1,10 @@
+//! End-to-end tests against the real `depot` binary, over HTTP: the kill and stop loops, faults
+//! (full disk, read-only file system, damaged database, stale lock), hostile input and abusive
+//! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
+#![cfg(unix)]
+
+mod faults;
+mod hostile;
+mod loops;
+mod security;
+mod support;

@@ -1,0 +1,184 @@
+//! `depot-torture`: load a running depot with records of known content, then read every stream
+//! back and check that nothing acknowledged was lost, duplicated or changed.
+//!
+//! ```text
+//! depot-torture --target http://127.0.0.1:8080 --clients 8 --duration 30s --seed 7
+//! depot-torture --target http://127.0.0.1:8080 --records 100000 --ledger run.json
+//! # … kill -9 depot, start it again …
+//! depot-torture verify --target http://127.0.0.1:8080 --ledger run.json
+//! ```
+//!
+//! Prints one summary line; exits 0 when the check is clean, 1 when it is not, 2 when it could not
+//! run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use torture::{Client, Ledger, LoadOptions, Report};
+
+/// Load a depot with verifiable records and check every acknowledged one survived.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// The depot to load.
+    #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// A file holding the bearer token, if depot requires one (`auth_token_file`).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Write the ledger (every request and its fate) to this file, or read it (`verify`).
+    #[arg(long, global = true)]
+    ledger: Option<PathBuf>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 4)]
+    clients: usize,
+    /// How long to load (`500ms`, `30s`, `5m`). Without it and without --records: 10s.
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Stop once this many records are acknowledged.
+    #[arg(long)]
+    records: Option<u64>,
+    /// Fixes every choice of the run [default: from the clock; printed].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Streams to spread the records over.
+    #[arg(long, default_value_t = 4)]
+    streams: usize,
+    /// Most records per array request.
+    #[arg(long, default_value_t = 20)]
+    max_batch: usize,
+    /// Prefix of the stream names [default: `torture-<seed>-`].
+    #[arg(long)]
+    stream_prefix: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Only check: read the streams of a saved ledger back (after a crash and restart, say).
+    Verify,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("depot-torture: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("depot-torture: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<bool, String> {
+    let token = match &cli.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read the token file {}: {e}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => None,
+    };
+    let client = Client::new(&cli.target, token.as_deref(), Duration::from_secs(30))?;
+    let ledger = match cli.command {
+        Some(Command::Verify) => {
+            let path = cli
+                .ledger
+                .as_ref()
+                .ok_or("verify needs --ledger FILE (written by an earlier load)")?;
+            let text = std::fs::read(path)
+                .map_err(|e| format!("cannot read the ledger {}: {e}", path.display()))?;
+            serde_json::from_slice::<Ledger>(&text)
+                .map_err(|e| format!("{} is not a torture ledger: {e}", path.display()))?
+        }
+        None => {
+            let seed = cli.seed.unwrap_or_else(torture::seed_from_clock);
+            eprintln!("depot-torture: seed {seed} (pass --seed {seed} to repeat this run)");
+            let options = LoadOptions {
+                clients: cli.clients.max(1),
+                streams: cli.streams.max(1),
+                stream_prefix: cli
+                    .stream_prefix
+                    .clone()
+                    .unwrap_or_else(|| format!("torture-{seed}-")),
+                max_batch: cli.max_batch.max(1),
+                duration: match (cli.duration, cli.records) {
+                    (None, None) => Some(Duration::from_secs(10)),
+                    (d, _) => d,
+                },
+                records: cli.records,
+                seed,
+                ..LoadOptions::default()
+            };
+            let stop = CancellationToken::new();
+            let ctrl_c = stop.clone();
+            tokio::spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!("depot-torture: stopping the load; checking what was written");
+                    ctrl_c.cancel();
+                }
+            });
+            let started = std::time::Instant::now();
+            let ledger = torture::run_load(&client, &options, &stop).await;
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "depot-torture: {} requests, {} records acknowledged in {secs:.1} s ({:.0}/s); answers: {:?}",
+                ledger.requests.len(),
+                ledger.acked_records(),
+                ledger.acked_records() as f64 / secs.max(0.001),
+                ledger.answers
+            );
+            if let Some(path) = &cli.ledger {
+                let text = serde_json::to_vec(&ledger).map_err(|e| e.to_string())?;
+                std::fs::write(path, text)
+                    .map_err(|e| format!("cannot write the ledger {}: {e}", path.display()))?;
+            }
+            ledger
+        }
+    };
+    let Report { summary, problems } = torture::verify(&client, &ledger).await?;
+    for p in &problems {
+        eprintln!("depot-torture: PROBLEM {p}");
+    }
+    println!(
+        "{} {summary}",
+        if summary.is_clean() { "OK" } else { "FAILED" }
+    );
+    Ok(summary.is_clean())
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |at| text.split_at(at));
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 500ms, 30s, 5m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
