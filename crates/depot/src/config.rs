@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::forward::{ForwardTo, Retention, Target};
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -57,6 +59,21 @@ pub struct Config {
     /// mode that keeps acknowledged records through a power loss) or `off` (no fsync: a baseline
     /// for benchmarks; acknowledged records survive a process crash but not an OS crash).
     pub durability: DurabilityMode,
+    /// PostgreSQL to forward every record to, exactly once: a URL
+    /// (`postgres://user:password@host:5432/db?sslmode=verify-full`) or libpq key/value pairs.
+    /// Unset (the default): no forwarding. See docs/FORWARDING.md.
+    pub forward_to: Option<ForwardTo>,
+    /// Most records in one PostgreSQL transaction.
+    pub forward_batch: usize,
+    /// Time allowed to connect to PostgreSQL (unless the connection string sets
+    /// `connect_timeout`).
+    pub forward_connect_timeout_ms: u64,
+    /// `statement_timeout` of the forwarding session; the client gives up 2 s later.
+    pub forward_statement_timeout_ms: u64,
+    /// How long delivered records stay in the local store: a duration (`"7d"`, `"12h"`) or a
+    /// number of records per stream (`100000`). Unset (the default): keep everything. Records
+    /// not yet delivered are never deleted.
+    pub retain_delivered: Option<Retention>,
 }
 
 /// See [`Config::durability`].
@@ -86,6 +103,11 @@ impl Default for Config {
             commit_queue: 8192,
             commit_max_batch: 1024,
             durability: DurabilityMode::Full,
+            forward_to: None,
+            forward_batch: 1000,
+            forward_connect_timeout_ms: 10_000,
+            forward_statement_timeout_ms: 30_000,
+            retain_delivered: None,
         }
     }
 }
@@ -150,6 +172,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--forward-to`.
+    pub forward_to: Option<String>,
 }
 
 impl Config {
@@ -224,6 +248,9 @@ impl Config {
         if let Some(format) = overrides.log_format {
             config.log_format = format;
         }
+        if let Some(to) = &overrides.forward_to {
+            config.forward_to = Some(ForwardTo(to.clone()));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -236,6 +263,7 @@ impl Config {
             ("max_connections", self.max_connections),
             ("commit_queue", self.commit_queue),
             ("commit_max_batch", self.commit_max_batch),
+            ("forward_batch", self.forward_batch),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -255,6 +283,23 @@ impl Config {
                 problem: "must be at least 1 ms (timeouts cannot be turned off)".into(),
             });
         }
+        for (key, value) in [
+            ("forward_connect_timeout_ms", self.forward_connect_timeout_ms),
+            ("forward_statement_timeout_ms", self.forward_statement_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    problem: "must be at least 1 ms (timeouts cannot be turned off)".into(),
+                });
+            }
+        }
+        if let Some(to) = &self.forward_to {
+            Target::parse(&to.0).map_err(|problem| ConfigError::OutOfRange {
+                key: "forward_to",
+                problem: format!("is not usable: {problem}"),
+            })?;
+        }
         Ok(())
     }
 
@@ -273,7 +318,8 @@ fn key_names() -> Vec<String> {
     match toml::Value::try_from(Config::default()) {
         Ok(toml::Value::Table(t)) => {
             let mut keys: Vec<String> = t.keys().cloned().collect();
-            keys.push("sigterm_budget_ms".into()); // None is not serialized
+            // None is not serialized.
+            keys.extend(["sigterm_budget_ms", "forward_to", "retain_delivered"].map(String::from));
             keys
         }
         _ => Vec::new(),

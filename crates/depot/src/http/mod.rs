@@ -48,6 +48,8 @@ pub struct AppState {
     pub last_shutdown: Option<serde_json::Value>,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The PostgreSQL forwarder, when `forward_to` is set (for `/v1/status`).
+    pub forward: std::sync::OnceLock<Arc<crate::forward::Forwarder>>,
     next_request_id: AtomicU64,
 }
 
@@ -73,6 +75,7 @@ impl AppState {
             started_at: SystemTime::now(),
             recovery,
             last_shutdown,
+            forward: std::sync::OnceLock::new(),
             next_request_id: AtomicU64::new(1),
         }
     }
