@@ -41,7 +41,7 @@ pub mod testing;
 
 pub use commit::{CommitConfig, CommitError, Durability, GroupCommit, Sink, WhenFull};
 pub use guard::{LockError, LockFile, TempArea};
-pub use host::{Host, HostHooks, HostKind, HostOptions, run};
+pub use host::{Heartbeat, Host, HostHooks, HostKind, HostOptions, Liveness, run};
 pub use plan::{Criticality, DrainPlan, Phase, PhaseContext, PhaseError, Stage, drain};
 pub use progress::{NoProgress, PhaseProgress, Progress, ProgressEvent, Reporter};
 pub use reason::{Budgets, DrainMode, StopReason};

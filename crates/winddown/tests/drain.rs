@@ -26,11 +26,11 @@ fn standard(log: &Log, in_flight: Duration) -> DrainPlan {
     let ms = Duration::from_millis;
     // Added out of order on purpose: the plan runs them in stage order.
     DrainPlan::new()
-        .add(step(log, Stage::Release, "release", ms(10)))
-        .add(step(log, Stage::Flush, "flush", ms(200)))
-        .add(step(log, Stage::StopAccepting, "stop accepting", ms(10)))
-        .add(step(log, Stage::CloseStores, "close", ms(100)))
-        .add(step(log, Stage::FinishInFlight, "in-flight", in_flight))
+        .with(step(log, Stage::Release, "release", ms(10)))
+        .with(step(log, Stage::Flush, "flush", ms(200)))
+        .with(step(log, Stage::StopAccepting, "stop accepting", ms(10)))
+        .with(step(log, Stage::CloseStores, "close", ms(100)))
+        .with(step(log, Stage::FinishInFlight, "in-flight", in_flight))
 }
 
 #[tokio::test(start_paused = true)]

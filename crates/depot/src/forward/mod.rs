@@ -231,7 +231,7 @@ impl Forwarder {
     /// transaction rolled back or committed, its connections closed — before the store closes.
     pub fn add_phases(self: &Arc<Self>, plan: DrainPlan) -> DrainPlan {
         let (drain, stop) = (self.clone(), self.clone());
-        plan.add(
+        plan.with(
             Phase::new(Stage::FinishInFlight, "forward to PostgreSQL", move |ctx| async move {
                 // Cut off (deadline, second signal) → the future is dropped → abort.
                 let _abort = AbortOnDrop(drain.control.clone());
@@ -259,7 +259,7 @@ impl Forwarder {
             .best_effort()
             .weight(4),
         )
-        .add(
+        .with(
             Phase::new(Stage::Flush, "PostgreSQL connection closed", move |ctx| async move {
                 stop.control.send_replace(Control::Abort);
                 stop.wait_stopped().await;

@@ -7,14 +7,30 @@
 //! (SCM checkpoints and wait hints, systemd `EXTEND_TIMEOUT_USEC` and `STATUS=`, log lines).
 
 pub mod console;
+mod liveness;
+#[cfg(unix)]
+pub mod systemd;
+
+pub use liveness::{Heartbeat, Liveness, Stale};
 
 use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::progress::{Progress, Reporter};
 use crate::report::{EXIT_FAILED, ShutdownReport};
-use crate::{Budgets, DrainPlan, Shutdown, drain};
+use crate::{Budgets, DrainPlan, Shutdown, StopReason, drain};
+
+/// The environment variable that tells [`run`] the `SIGTERM` budget, in milliseconds.
+///
+/// A service manager's stop timeout (systemd's `TimeoutStopSec`, launchd's `ExitTimeOut`,
+/// Kubernetes' `terminationGracePeriodSeconds`) is not visible to the process, so the install
+/// backends ([`crate::service`]) write it beside the timeout: the stop timeout is the budget plus a
+/// margin, and the drain plans for the budget. When it is set and valid it overrides the budget of
+/// [`StopReason::SigTerm`] given in [`HostOptions`] — the deployment knows when its manager sends
+/// `SIGKILL`, the program's defaults do not. An invalid value is logged and ignored.
+pub const STOP_BUDGET_ENV: &str = "WINDDOWN_STOP_BUDGET_MS";
 
 /// Which kind of host the program runs under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +71,7 @@ pub struct Host {
     kind: HostKind,
     shutdown: Shutdown,
     hooks: Arc<dyn HostHooks>,
+    liveness: Liveness,
 }
 
 impl std::fmt::Debug for Host {
@@ -73,6 +90,7 @@ impl Host {
             kind,
             shutdown,
             hooks,
+            liveness: Liveness::new(),
         }
     }
 
@@ -95,6 +113,19 @@ impl Host {
     /// A status line for people.
     pub fn status(&self, line: &str) {
         self.hooks.status(line);
+    }
+
+    /// The program's heartbeats. A host with a watchdog (systemd `WatchdogSec=`) stops pinging it
+    /// while any of them is stale; a `/healthz` handler can answer from the same set.
+    pub fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// A new heartbeat named `name` that goes stale when not beaten for `stale_after`
+    /// (see [`Liveness::heartbeat`]). Heartbeats are only judged until a stop is requested: a
+    /// draining program's loops stop beating on purpose.
+    pub fn heartbeat(&self, name: impl Into<String>, stale_after: Duration) -> Heartbeat {
+        self.liveness.heartbeat(name, stale_after)
     }
 
     /// Waits for a stop, then drains `plan`, reporting progress to the manager. See [`drain`].
@@ -151,6 +182,10 @@ pub type AppError = Box<dyn Error + Send + Sync + 'static>;
 /// `app` gets the [`Host`]; it sets up, calls [`Host::ready`], and returns what [`Host::drain`]
 /// returned. The runtime is built here, not by `#[tokio::main]`, because a Windows service's main
 /// thread belongs to the service dispatcher.
+///
+/// When `$NOTIFY_SOCKET` is set (Unix) the host is systemd's ([`systemd`]): readiness, status,
+/// stop progress and watchdog pings go to the service manager; the console's stop sources still
+/// apply (systemd stops a service with `SIGTERM`). [`STOP_BUDGET_ENV`] sets the `SIGTERM` budget.
 pub fn run<F, Fut>(options: HostOptions, app: F) -> i32
 where
     F: FnOnce(Host) -> Fut + Send + 'static,
@@ -168,10 +203,45 @@ where
     };
     runtime.block_on(async move {
         let shutdown = Shutdown::with_budgets(options.budgets);
+        if let Some(budget) = stop_budget_from_env() {
+            shutdown.set_budget(StopReason::SigTerm, budget);
+        }
         console::listen(&shutdown);
+        #[cfg(unix)]
+        if let Some(hooks) = systemd::SystemdHooks::from_env_logged() {
+            return finish(systemd::run_app(hooks, shutdown, app).await);
+        }
         let host = Host::new(HostKind::Console, shutdown, Arc::new(LogProgress));
         finish(app(host).await)
     })
+}
+
+/// The `SIGTERM` budget set by [`STOP_BUDGET_ENV`], if it is set and valid.
+fn stop_budget_from_env() -> Option<Duration> {
+    let raw = std::env::var_os(STOP_BUDGET_ENV)?;
+    match parse_stop_budget(&raw.to_string_lossy()) {
+        Some(budget) => {
+            tracing::info!(
+                budget_ms = budget.as_millis() as u64,
+                "SIGTERM budget from {STOP_BUDGET_ENV}"
+            );
+            Some(budget)
+        }
+        None => {
+            tracing::warn!(
+                value = %raw.to_string_lossy(),
+                "ignoring {STOP_BUDGET_ENV}: expected a whole number of milliseconds above 0"
+            );
+            None
+        }
+    }
+}
+
+fn parse_stop_budget(raw: &str) -> Option<Duration> {
+    match raw.trim().parse::<u64>() {
+        Ok(ms) if ms > 0 => Some(Duration::from_millis(ms)),
+        _ => None,
+    }
 }
 
 fn finish(result: Result<ShutdownReport, AppError>) -> i32 {
@@ -180,6 +250,23 @@ fn finish(result: Result<ShutdownReport, AppError>) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "start-up failed");
             EXIT_FAILED
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_budget_parses_whole_milliseconds_only() {
+        assert_eq!(parse_stop_budget("30000"), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_stop_budget(" 1500\n"),
+            Some(Duration::from_millis(1500))
+        );
+        for bad in ["", "0", "-5", "1.5", "30s", "ten"] {
+            assert_eq!(parse_stop_budget(bad), None, "{bad:?}");
         }
     }
 }

@@ -250,7 +250,7 @@ impl DrainPlan {
     }
 
     /// Adds a phase built with [`Phase::new`] (to set its weight or criticality).
-    pub fn add(mut self, phase: Phase) -> Self {
+    pub fn with(mut self, phase: Phase) -> Self {
         self.phases.push(phase);
         self
     }
@@ -262,7 +262,7 @@ impl DrainPlan {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<PhaseError>,
     {
-        self.add(Phase::new(stage, name, action))
+        self.with(Phase::new(stage, name, action))
     }
 
     /// Adds a [`Stage::FinishInFlight`] phase that waits for the tracked tasks

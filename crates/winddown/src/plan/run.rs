@@ -141,6 +141,9 @@ pub async fn drain(
     report
 }
 
+/// Which phase a progress report is about: index, count, name, stage, time left, message.
+type PhaseAt<'n> = (usize, usize, &'n str, Stage, Duration, Option<String>);
+
 struct Runner<'a> {
     shutdown: &'a Shutdown,
     reporter: &'a dyn Reporter,
@@ -172,11 +175,7 @@ impl<'a> Runner<'a> {
         self.watch.borrow().deadline.unwrap_or(self.started)
     }
 
-    fn emit(
-        &mut self,
-        event: ProgressEvent,
-        phase: Option<(usize, usize, &str, Stage, Duration, Option<String>)>,
-    ) {
+    fn emit(&mut self, event: ProgressEvent, phase: Option<PhaseAt<'_>>) {
         self.checkpoint += 1;
         let state = self.watch.borrow();
         let progress = Progress {

@@ -3,8 +3,15 @@
 //! `TimeoutStopSec`, `ExitTimeOut`) from the drain budget, so the manager never kills the program
 //! while it is still flushing.
 
+mod command;
+mod error;
+pub mod launchd;
+pub mod systemd;
+
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use error::ServiceError;
 
 /// What to install: the same description for every service manager.
 #[derive(Debug, Clone)]
@@ -91,5 +98,34 @@ impl ServiceSpec {
     pub fn env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.environment.push((key.into(), value.into()));
         self
+    }
+
+    /// The stop timeout to give the service manager (`TimeoutStopSec`, `ExitTimeOut`,
+    /// `terminationGracePeriodSeconds`): the stop budget plus a margin of a tenth of it, at least
+    /// 5 s, rounded up to whole seconds. The drain plans for the budget (it keeps its own small
+    /// margin inside it); the manager's margin covers what comes after — the report, the
+    /// runtime's shutdown, the exit — on a loaded machine.
+    pub fn manager_stop_timeout(&self) -> Duration {
+        let margin = (self.stop_budget / 10).max(Duration::from_secs(5));
+        let total = self.stop_budget + margin;
+        let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
+        Duration::from_secs(secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_manager_waits_longer_than_the_drain() {
+        let spec = |ms| ServiceSpec::new("x", "/bin/x").stop_budget(Duration::from_millis(ms));
+        assert_eq!(spec(30_000).manager_stop_timeout(), Duration::from_secs(35));
+        assert_eq!(
+            spec(100_000).manager_stop_timeout(),
+            Duration::from_secs(110)
+        );
+        assert_eq!(spec(2_500).manager_stop_timeout(), Duration::from_secs(8));
+        assert_eq!(spec(0).manager_stop_timeout(), Duration::from_secs(5));
     }
 }
