@@ -284,8 +284,14 @@ impl Config {
             });
         }
         for (key, value) in [
-            ("forward_connect_timeout_ms", self.forward_connect_timeout_ms),
-            ("forward_statement_timeout_ms", self.forward_statement_timeout_ms),
+            (
+                "forward_connect_timeout_ms",
+                self.forward_connect_timeout_ms,
+            ),
+            (
+                "forward_statement_timeout_ms",
+                self.forward_statement_timeout_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::OutOfRange {

@@ -11,7 +11,9 @@ use crate::store::StoreError;
 #[non_exhaustive]
 pub enum ForwardError {
     /// PostgreSQL could not be reached, refused the connection, or dropped it.
-    #[error("cannot reach PostgreSQL at {target}; records stay in the local store until it is back")]
+    #[error(
+        "cannot reach PostgreSQL at {target}; records stay in the local store until it is back"
+    )]
     Connect {
         /// The target, without its password.
         target: String,
@@ -20,7 +22,9 @@ pub enum ForwardError {
         source: tokio_postgres::Error,
     },
     /// A statement or the connection took longer than its timeout.
-    #[error("PostgreSQL did not answer within {after:?} while {during}; the connection was dropped")]
+    #[error(
+        "PostgreSQL did not answer within {after:?} while {during}; the connection was dropped"
+    )]
     Timeout {
         /// What depot was doing.
         during: &'static str,

@@ -113,9 +113,13 @@ impl PgConn {
              SET idle_in_transaction_session_timeout = {}; SET TIME ZONE 'UTC'",
             statement_ms * 2
         );
-        within(t, "setting the session's timeouts", client.batch_execute(&session))
-            .await?
-            .map_err(|e| ForwardError::statement("setting the session's timeouts", e))?;
+        within(
+            t,
+            "setting the session's timeouts",
+            client.batch_execute(&session),
+        )
+        .await?
+        .map_err(|e| ForwardError::statement("setting the session's timeouts", e))?;
         let target_id = ensure_schema(&mut client, t).await?;
         let insert = within(t, "preparing the insert", client.prepare(INSERT))
             .await?
@@ -210,8 +214,12 @@ impl PgConn {
         if rollback && !client.is_closed() {
             match tokio::time::timeout(limit, client.batch_execute("ROLLBACK")).await {
                 Ok(Ok(())) => tracing::debug!("PostgreSQL transaction rolled back"),
-                Ok(Err(e)) => tracing::debug!(error = %e, "ROLLBACK failed; closing the connection"),
-                Err(_) => tracing::warn!("PostgreSQL did not answer ROLLBACK in time; dropping the connection"),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "ROLLBACK failed; closing the connection")
+                }
+                Err(_) => tracing::warn!(
+                    "PostgreSQL did not answer ROLLBACK in time; dropping the connection"
+                ),
             }
         }
         drop(client);
@@ -226,10 +234,16 @@ impl PgConn {
 async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, ForwardError> {
     let during = "creating or checking the depot tables";
     let fail = |e| ForwardError::statement(during, e);
-    let tx = within(t, during, client.transaction()).await?.map_err(fail)?;
-    within(t, during, tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]))
+    let tx = within(t, during, client.transaction())
         .await?
         .map_err(fail)?;
+    within(
+        t,
+        during,
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]),
+    )
+    .await?
+    .map_err(fail)?;
     let row = within(
         t,
         during,
@@ -264,18 +278,29 @@ async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, Forwa
         )
         .await?
         .map_err(fail)?;
-        tracing::info!(version = PG_SCHEMA_VERSION, "created the depot tables in PostgreSQL");
+        tracing::info!(
+            version = PG_SCHEMA_VERSION,
+            "created the depot tables in PostgreSQL"
+        );
     }
-    let rows = within(t, during, tx.query("SELECT version, target_id FROM depot_schema", &[]))
-        .await?
-        .map_err(|e| match e.code() {
-            // Columns missing: someone else's depot_schema.
-            Some(c) if c.code().starts_with("42") => ForwardError::ForeignTable {
-                table: "depot_schema",
-                detail: format!("it does not have depot's columns: {}", e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_owned())),
-            },
-            _ => fail(e),
-        })?;
+    let rows = within(
+        t,
+        during,
+        tx.query("SELECT version, target_id FROM depot_schema", &[]),
+    )
+    .await?
+    .map_err(|e| match e.code() {
+        // Columns missing: someone else's depot_schema.
+        Some(c) if c.code().starts_with("42") => ForwardError::ForeignTable {
+            table: "depot_schema",
+            detail: format!(
+                "it does not have depot's columns: {}",
+                e.as_db_error()
+                    .map_or_else(|| e.to_string(), |d| d.message().to_owned())
+            ),
+        },
+        _ => fail(e),
+    })?;
     let [row] = rows.as_slice() else {
         return Err(ForwardError::ForeignTable {
             table: "depot_schema",

@@ -47,9 +47,15 @@ impl Retention {
             "h" => 3600,
             "d" => 86_400,
             "w" => 604_800,
-            other => return Err(format!("unknown unit {other:?} in {text:?}; use s, m, h, d or w")),
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in {text:?}; use s, m, h, d or w"
+                ));
+            }
         };
-        Ok(Retention::Age(Duration::from_secs(n.saturating_mul(seconds))))
+        Ok(Retention::Age(Duration::from_secs(
+            n.saturating_mul(seconds),
+        )))
     }
 }
 
@@ -111,17 +117,28 @@ mod tests {
 
     #[test]
     fn durations_and_counts() {
-        let parse = |t: &str| toml::from_str::<toml::Table>(&format!("v = {t}")).unwrap()["v"]
-            .clone()
-            .try_into::<Retention>();
-        assert_eq!(parse("\"7d\"").unwrap(), Retention::Age(Duration::from_secs(7 * 86_400)));
-        assert_eq!(parse("\"90s\"").unwrap(), Retention::Age(Duration::from_secs(90)));
+        let parse = |t: &str| {
+            toml::from_str::<toml::Table>(&format!("v = {t}")).unwrap()["v"]
+                .clone()
+                .try_into::<Retention>()
+        };
+        assert_eq!(
+            parse("\"7d\"").unwrap(),
+            Retention::Age(Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            parse("\"90s\"").unwrap(),
+            Retention::Age(Duration::from_secs(90))
+        );
         assert_eq!(parse("1000").unwrap(), Retention::Count(1000));
         assert_eq!(parse("\"1000\"").unwrap(), Retention::Count(1000));
         assert!(parse("\"7 days\"").is_err());
         assert!(parse("\"d\"").is_err());
         assert!(parse("-1").is_err());
-        assert_eq!(Retention::Age(Duration::from_secs(7 * 86_400)).to_string(), "1w");
+        assert_eq!(
+            Retention::Age(Duration::from_secs(7 * 86_400)).to_string(),
+            "1w"
+        );
         assert_eq!(Retention::Age(Duration::from_secs(90)).to_string(), "90s");
         assert_eq!(
             Retention::Age(Duration::from_secs(60)).rule(UnixMillis(100_000)),

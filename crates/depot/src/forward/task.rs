@@ -45,6 +45,10 @@ impl Task {
         let mut last_prune = Instant::now();
         self.refresh_backlog().await;
         loop {
+            // The handle is gone (depot failed to start): nobody will ever say stop.
+            if self.control.has_changed().is_err() {
+                break;
+            }
             let control = *self.control.borrow_and_update();
             let draining = match control {
                 Control::Abort => break,
@@ -103,7 +107,8 @@ impl Task {
                     let elapsed = started.elapsed();
                     metrics::histogram!("depot_forward_batch_duration_seconds")
                         .record(elapsed.as_secs_f64());
-                    metrics::counter!("depot_forward_delivered_total").increment(batch.len() as u64);
+                    metrics::counter!("depot_forward_delivered_total")
+                        .increment(batch.len() as u64);
                     metrics::counter!("depot_forward_redelivered_total")
                         .increment(delivered.already_there);
                     tracing::debug!(
@@ -247,20 +252,19 @@ impl Task {
     async fn pause(&mut self, delay: Duration) {
         let end = Instant::now() + delay;
         while Instant::now() < end {
+            self.refresh_backlog().await;
             let step = (end - Instant::now()).min(REFRESH);
             if self.wait_for_control(step).await {
                 return;
             }
-            self.refresh_backlog().await;
         }
     }
 
     /// Waits up to `limit`; `true` if the control changed meanwhile.
     async fn wait_for_control(&mut self, limit: Duration) -> bool {
-        matches!(
-            tokio::time::timeout(limit, self.control.changed()).await,
-            Ok(_)
-        )
+        tokio::time::timeout(limit, self.control.changed())
+            .await
+            .is_ok()
     }
 
     async fn refresh_backlog(&self) {

@@ -178,7 +178,11 @@ impl Outbox {
             }
             let rows = read
                 .query_map(
-                    params![p.stream_id, p.delivered, i64::try_from(room).unwrap_or(i64::MAX)],
+                    params![
+                        p.stream_id,
+                        p.delivered,
+                        i64::try_from(room).unwrap_or(i64::MAX)
+                    ],
                     |row| {
                         Ok(OutboxRecord {
                             stream: p.name.clone(),
@@ -306,7 +310,12 @@ impl Outbox {
     }
 
     /// One transaction: deletes up to `limit` of the stream's oldest records that `rule` lets go.
-    fn prune_chunk(&mut self, stream_id: i64, rule: Prune, limit: usize) -> rusqlite::Result<usize> {
+    fn prune_chunk(
+        &mut self,
+        stream_id: i64,
+        rule: Prune,
+        limit: usize,
+    ) -> rusqlite::Result<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
