@@ -371,6 +371,76 @@ mod tests {
     }
 
     #[test]
+    fn forwarding_settings_from_file_env_and_flag() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(c.forward_to.is_none() && c.retain_delivered.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("depot.toml");
+        std::fs::write(
+            &file,
+            "forward_to = \"host=db user=depot password='p w'\"\nretain_delivered = \"7d\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.retain_delivered,
+            Some(Retention::Age(Duration::from_secs(7 * 86_400)))
+        );
+        assert!(
+            !format!("{c:?}").contains("p w"),
+            "the password shows in {c:?}"
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                (
+                    "DEPOT_FORWARD_TO",
+                    "postgres://depot:pw@db/depot?sslmode=verify-full",
+                ),
+                ("DEPOT_RETAIN_DELIVERED", "100000"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.retain_delivered, Some(Retention::Count(100_000)));
+        assert!(
+            c.forward_to
+                .unwrap()
+                .0
+                .starts_with("postgres://depot:pw@db/")
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[]),
+            &Overrides {
+                forward_to: Some("postgres://other@h/d".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.forward_to.unwrap().0, "postgres://other@h/d");
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_FORWARD_TO", "postgres://u:secret@h/d?sslmode=maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("forward_to") && e.contains("maybe") && !e.contains("secret"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_RETAIN_DELIVERED", "7 days")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DEPOT_RETAIN_DELIVERED"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_bad_key() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("depot.toml");
