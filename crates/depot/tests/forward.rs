@@ -30,6 +30,8 @@ struct PgCluster {
     /// The user the server runs as when the tests run as root (PostgreSQL refuses root).
     run_as: Option<String>,
     fsync: bool,
+    /// Serve TLS with a self-signed certificate for `localhost` (`server.crt` in `dir`).
+    tls: bool,
 }
 
 const HOW_TO_ENABLE: &str = "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, in \
@@ -41,10 +43,10 @@ impl PgCluster {
     /// Starts a cluster, or returns `None` after printing why the test is skipped (no PostgreSQL
     /// here). Panics instead when `DEPOT_REQUIRE_POSTGRES=1`.
     fn start(test: &str) -> Option<PgCluster> {
-        PgCluster::start_with(test, false)
+        PgCluster::start_with(test, false, false)
     }
 
-    fn start_with(test: &str, fsync: bool) -> Option<PgCluster> {
+    fn start_with(test: &str, fsync: bool, tls: bool) -> Option<PgCluster> {
         let Some(bindir) = find_bindir() else {
             if std::env::var("DEPOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                 panic!("{test}: DEPOT_REQUIRE_POSTGRES=1 but {HOW_TO_ENABLE}");
@@ -75,7 +77,39 @@ impl PgCluster {
             port: 0,
             run_as,
             fsync,
+            tls,
         };
+        if tls {
+            let (crt, key) = (
+                cluster.dir.path().join("server.crt"),
+                cluster.dir.path().join("server.key"),
+            );
+            ok(
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    ])
+                    .args([
+                        "-subj",
+                        "/CN=localhost",
+                        "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                    ])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&crt)
+                    .output(),
+                "openssl req (making a test certificate)",
+            );
+            if let Some(user) = &cluster.run_as {
+                ok(
+                    Command::new("chown").arg(user).arg(&crt).arg(&key).output(),
+                    "chown",
+                );
+            }
+            ok(Command::new("chmod").arg("600").arg(&key).output(), "chmod");
+        }
         let data = cluster.data();
         ok(
             cluster
@@ -110,12 +144,18 @@ impl PgCluster {
     }
 
     fn start_server(&self) {
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=40 -c fsync={}",
             self.port,
             self.dir.path().display(),
             if self.fsync { "on" } else { "off" }
         );
+        if self.tls {
+            let dir = self.dir.path().display();
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={dir}/server.crt -c ssl_key_file={dir}/server.key"
+            ));
+        }
         let out = self
             .pg("pg_ctl")
             .arg("-D")
@@ -885,13 +925,77 @@ async fn an_unknown_schema_version_is_refused_with_a_clear_message() {
     assert_eq!(read_local(&depot.base, "s").await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_verify_full_trusts_sslrootcert_and_refuses_an_unknown_certificate() {
+    let test = "tls_verify_full_trusts_sslrootcert_and_refuses_an_unknown_certificate";
+    let Some(cluster) = PgCluster::start_with(test, false, true) else {
+        return;
+    };
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@localhost:{}/postgres?{query}",
+            cluster.port
+        )
+    };
+    let cert = cluster.dir.path().join("server.crt");
+    let trusted = url(&format!(
+        "sslmode=verify-full&sslrootcert={}",
+        cert.display()
+    ));
+    let started = Instant::now();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = Depot::start(dir_a.path(), &[("DEPOT_FORWARD_TO", &trusted)]);
+    let b = Depot::start(
+        dir_b.path(),
+        &[("DEPOT_FORWARD_TO", &url("sslmode=verify-full"))],
+    );
+    a.post("s", &json!(1)).await;
+    b.post("s", &json!(2)).await;
+    let f = a
+        .wait_forward(Duration::from_secs(10), "delivered over TLS", |f| {
+            f["delivered_records"] == 1
+        })
+        .await;
+    assert!(
+        f["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("sslmode=verify-full"),
+        "{f:#}"
+    );
+    let pg = cluster.client().await;
+    let encrypted: bool = pg
+        .query_one(
+            "SELECT bool_and(s.ssl) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'depot'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "depot's session is not encrypted");
+    // The self-signed certificate is not among the system's roots.
+    let f = b
+        .wait_forward(Duration::from_secs(10), "refused certificate", |f| {
+            f["state"] == "backing_off" && f["errors"].as_u64() > Some(0)
+        })
+        .await;
+    let error = f["last_error"]["message"].as_str().unwrap();
+    assert!(error.contains("certificate"), "{error}");
+    assert_eq!(pg_count(&pg).await, 1);
+    eprintln!(
+        "TLS: verify-full with sslrootcert delivered, an unknown certificate refused, {:?} after the cluster started",
+        started.elapsed()
+    );
+}
+
 /// Forwarding throughput into a local PostgreSQL (fsync on), at 100- and 1000-record batches.
 /// `cargo test -p depot --release --test forward -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run by hand"]
 async fn forwarding_throughput() {
     let test = "forwarding_throughput";
-    let Some(cluster) = PgCluster::start_with(test, true) else {
+    let Some(cluster) = PgCluster::start_with(test, true, false) else {
         return;
     };
     const RECORDS: usize = 100_000;
