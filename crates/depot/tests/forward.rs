@@ -805,12 +805,21 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
     let depot = Depot::start(dir.path(), &env_refs(&env));
     depot.post("a", &json!((1..=25).collect::<Vec<_>>())).await;
     depot.post("b", &json!((1..=5).collect::<Vec<_>>())).await;
+    // Valid JSON that PostgreSQL's jsonb refuses: it must not hold up the rest.
+    let bad = r#"[1, {"bad": "\u0000"}, 3]"#;
+    let r = client()
+        .post(format!("{}/v1/streams/c/records", depot.base))
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     let f = depot
         .wait_forward(Duration::from_secs(5), "backlog while down", |f| {
-            f["backlog_records"] == 30 && f["state"] == "backing_off"
+            f["backlog_records"] == 33 && f["state"] == "backing_off"
         })
         .await;
-    assert_eq!(f["backlog_streams"], 2);
+    assert_eq!(f["backlog_streams"], 3);
     assert!(
         f["oldest_undelivered_age_seconds"].as_f64().unwrap() >= 0.0,
         "{f:#}"
@@ -845,7 +854,7 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
             })
             .sum::<f64>()
     };
-    assert_eq!(value("depot_forward_backlog_records"), 30.0, "{metrics}");
+    assert_eq!(value("depot_forward_backlog_records"), 33.0, "{metrics}");
     assert!(value("depot_forward_errors_total") >= 1.0, "{metrics}");
     assert!(value("depot_forward_oldest_age_seconds") >= 0.0);
     // Retention is on, but nothing is delivered: nothing is deleted.
@@ -864,10 +873,29 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
     let b: Vec<i64> = read_local(&depot.base, "b").await.into_keys().collect();
     assert_eq!((a, b), (vec![23, 24, 25], vec![3, 4, 5]));
     let pg = cluster.client().await;
-    assert_eq!(pg_count(&pg).await, 30);
+    assert_eq!(pg_count(&pg).await, 32);
+    let rejected = pg
+        .query(
+            "SELECT stream, seq, payload_text, error FROM depot_rejected",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rejected.len(), 1);
+    let (stream, seq, text, error): (String, i64, String, String) = (
+        rejected[0].get(0),
+        rejected[0].get(1),
+        rejected[0].get(2),
+        rejected[0].get(3),
+    );
+    assert_eq!((stream.as_str(), seq), ("c", 2));
+    assert_eq!(text, r#"{"bad": "\u0000"}"#, "not the text depot stored");
+    assert!(error.contains("22P05"), "{error}");
+    let f = depot.forward_status().await;
+    assert_eq!(f["rejected_records"], 1, "{f:#}");
     let status = depot.status().await;
     assert_eq!(
-        status["records"], 30,
+        status["records"], 33,
         "the record count still counts pruned records"
     );
     let delivered = client()
@@ -879,7 +907,11 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
         .await
         .unwrap();
     assert!(
-        delivered.contains("depot_forward_delivered_total 30"),
+        delivered.contains("depot_forward_delivered_total 33"),
+        "{delivered}"
+    );
+    assert!(
+        delivered.contains("depot_forward_rejected_total 1"),
         "{delivered}"
     );
 }

@@ -17,6 +17,9 @@
 //!   identical: if PostgreSQL holds a *different* payload under the key (two depots sharing an
 //!   origin id after a data directory was copied), the batch is rolled back and forwarding stops
 //!   with [`ForwardError::OriginCollision`].
+//! - A record whose payload PostgreSQL's `jsonb` refuses (`"\u0000"` in a string) goes, as text
+//!   with the reason, to `depot_rejected` under the same key, in the same transaction as the rest
+//!   of its batch: each record lands in exactly one of the two tables.
 //!
 //! # Outages and shutdown
 //!
@@ -122,6 +125,7 @@ struct Status {
     backlog: Backlog,
     delivered: u64,
     already_there: u64,
+    rejected: u64,
     batches: u64,
     errors: u64,
     pruned: u64,
@@ -215,6 +219,7 @@ impl Forwarder {
             "oldest_undelivered_age_seconds": s.backlog.oldest.map(|t| (now.0 - t.0).max(0) as f64 / 1000.0),
             "delivered_records": s.delivered,
             "already_there_records": s.already_there,
+            "rejected_records": s.rejected,
             "batches": s.batches,
             "errors": s.errors,
             "last_error": s.last_error.as_ref().map(|(message, at)| json!({ "message": message, "at_ms": at.0 })),
@@ -314,6 +319,10 @@ fn describe_metrics() {
     metrics::describe_counter!(
         "depot_forward_redelivered_total",
         "Delivered records PostgreSQL already held (re-sent after a crash or lost reply)"
+    );
+    metrics::describe_counter!(
+        "depot_forward_rejected_total",
+        "Records whose payload PostgreSQL's jsonb refused, delivered to depot_rejected instead"
     );
     metrics::describe_counter!(
         "depot_forward_errors_total",

@@ -54,6 +54,8 @@ pub(super) struct Delivered {
     pub(super) inserted: u64,
     /// Rows PostgreSQL already held (identical: a re-send after a crash or a lost commit reply).
     pub(super) already_there: u64,
+    /// Records whose payload PostgreSQL refused, stored in `depot_rejected` instead.
+    pub(super) rejected: u64,
 }
 
 /// One open connection, its prepared statements and its background task.
@@ -143,7 +145,10 @@ impl PgConn {
     }
 
     /// Inserts `batch` in one transaction; rows already there are skipped after checking that
-    /// they hold the same payloads.
+    /// they hold the same payloads. If PostgreSQL refuses the data itself (SQLSTATE class 22: a
+    /// payload `jsonb` cannot hold, like `"\u0000"`), the batch is retried record by record in
+    /// one transaction, and each refused record goes to `depot_rejected` with its text and the
+    /// error instead — one bad record does not hold up the others.
     ///
     /// # Cancellation safety
     /// Dropping the future before the `COMMIT` was sent rolls the transaction back (tokio-postgres
@@ -156,52 +161,106 @@ impl PgConn {
         batch: &[OutboxRecord],
         timeouts: Timeouts,
     ) -> Result<Delivered, ForwardError> {
-        let t = timeouts.client();
-        let streams: Vec<&str> = batch.iter().map(|r| r.stream.as_str()).collect();
-        let seqs: Vec<i64> = batch
-            .iter()
-            .map(|r| i64::try_from(r.seq).unwrap_or(i64::MAX))
-            .collect();
-        let payloads: Vec<&str> = batch.iter().map(|r| r.payload.as_str()).collect();
-        let received: Vec<i64> = batch.iter().map(|r| r.received_at.0).collect();
+        match self.deliver_batch(origin, batch, timeouts).await {
+            Err(ForwardError::Statement {
+                during: INSERTING,
+                sqlstate: Some(code),
+                ..
+            }) if code.starts_with("22") => self.deliver_one_by_one(origin, batch, timeouts).await,
+            other => other,
+        }
+    }
 
+    async fn deliver_batch(
+        &mut self,
+        origin: &str,
+        batch: &[OutboxRecord],
+        timeouts: Timeouts,
+    ) -> Result<Delivered, ForwardError> {
+        let t = timeouts.client();
         let tx = within(t, "BEGIN", self.client.transaction())
             .await?
             .map_err(|e| ForwardError::statement("BEGIN", e))?;
-        let inserted = within(
-            t,
-            "inserting a batch",
-            tx.execute(
-                &self.insert,
-                &[&origin, &streams, &seqs, &payloads, &received],
-            ),
-        )
-        .await?
-        .map_err(|e| ForwardError::statement("inserting a batch", e))?;
-        let already_there = batch.len() as u64 - inserted;
-        if already_there > 0 {
-            let differing = within(
-                t,
-                "checking re-sent records",
-                tx.query_opt(&self.differing, &[&origin, &streams, &seqs, &payloads]),
-            )
-            .await?
-            .map_err(|e| ForwardError::statement("checking re-sent records", e))?;
-            if let Some(row) = differing {
-                return Err(ForwardError::OriginCollision {
-                    origin: origin.to_owned(),
-                    stream: row.get(0),
-                    seq: row.get(1),
-                });
-            }
-        }
+        let (inserted, already_there) =
+            insert_checked(&tx, &self.insert, &self.differing, origin, batch, t)
+                .await?
+                .map_err(|e| ForwardError::statement(INSERTING, e))?;
         within(t, "COMMIT", tx.commit())
             .await?
             .map_err(|e| ForwardError::statement("COMMIT", e))?;
         Ok(Delivered {
             inserted,
             already_there,
+            rejected: 0,
         })
+    }
+
+    /// The slow path after a data exception: one savepoint per record.
+    async fn deliver_one_by_one(
+        &mut self,
+        origin: &str,
+        batch: &[OutboxRecord],
+        timeouts: Timeouts,
+    ) -> Result<Delivered, ForwardError> {
+        let t = timeouts.client();
+        let during = "inserting records one by one";
+        let mut tx = within(t, "BEGIN", self.client.transaction())
+            .await?
+            .map_err(|e| ForwardError::statement("BEGIN", e))?;
+        let mut delivered = Delivered {
+            inserted: 0,
+            already_there: 0,
+            rejected: 0,
+        };
+        for record in batch {
+            let one = std::slice::from_ref(record);
+            let savepoint = within(t, during, tx.savepoint("record"))
+                .await?
+                .map_err(|e| ForwardError::statement(during, e))?;
+            match insert_checked(&savepoint, &self.insert, &self.differing, origin, one, t).await? {
+                Ok((inserted, already_there)) => {
+                    within(t, during, savepoint.commit())
+                        .await?
+                        .map_err(|e| ForwardError::statement(during, e))?;
+                    delivered.inserted += inserted;
+                    delivered.already_there += already_there;
+                }
+                Err(e) if e.code().is_some_and(|c| c.code().starts_with("22")) => {
+                    within(t, during, savepoint.rollback())
+                        .await?
+                        .map_err(|e| ForwardError::statement(during, e))?;
+                    let reason = e.as_db_error().map_or_else(
+                        || e.to_string(),
+                        |d| format!("{} ({})", d.message(), d.code().code()),
+                    );
+                    tracing::warn!(stream = %record.stream, seq = record.seq, error = %reason, "PostgreSQL refused a record's payload; it goes to depot_rejected");
+                    let seq = i64::try_from(record.seq).unwrap_or(i64::MAX);
+                    within(
+                        t,
+                        during,
+                        tx.execute(
+                            REJECT,
+                            &[
+                                &origin,
+                                &record.stream,
+                                &seq,
+                                &record.payload,
+                                &reason,
+                                &record.received_at.0,
+                            ],
+                        ),
+                    )
+                    .await?
+                    .map_err(|e| ForwardError::statement(during, e))?;
+                    delivered.rejected += 1;
+                }
+                Err(e) => return Err(ForwardError::statement(during, e)),
+            }
+        }
+        within(t, "COMMIT", tx.commit())
+            .await?
+            .map_err(|e| ForwardError::statement("COMMIT", e))?;
+        Ok(delivered)
     }
 
     /// Closes the connection. After a failed or cut-off batch (`rollback`), first makes sure no
@@ -230,6 +289,61 @@ impl PgConn {
     }
 }
 
+/// What [`PgConn::deliver`] calls the batch insert (it falls back record by record on a data
+/// exception there).
+const INSERTING: &str = "inserting a batch";
+
+/// Inserts `records` (`ON CONFLICT DO NOTHING`), then, if some were already there, checks that
+/// they hold the same payloads. The outer `Result` is a client-side timeout or a collision; the
+/// inner one PostgreSQL's error, for the caller to classify. Returns (inserted, already there).
+async fn insert_checked(
+    tx: &tokio_postgres::Transaction<'_>,
+    insert: &Statement,
+    differing: &Statement,
+    origin: &str,
+    records: &[OutboxRecord],
+    t: Duration,
+) -> Result<Result<(u64, u64), tokio_postgres::Error>, ForwardError> {
+    let streams: Vec<&str> = records.iter().map(|r| r.stream.as_str()).collect();
+    let seqs: Vec<i64> = records
+        .iter()
+        .map(|r| i64::try_from(r.seq).unwrap_or(i64::MAX))
+        .collect();
+    let payloads: Vec<&str> = records.iter().map(|r| r.payload.as_str()).collect();
+    let received: Vec<i64> = records.iter().map(|r| r.received_at.0).collect();
+    let inserted = match within(
+        t,
+        INSERTING,
+        tx.execute(insert, &[&origin, &streams, &seqs, &payloads, &received]),
+    )
+    .await?
+    {
+        Ok(n) => n,
+        Err(e) => return Ok(Err(e)),
+    };
+    let already_there = records.len() as u64 - inserted;
+    if already_there > 0 {
+        let row = match within(
+            t,
+            "checking re-sent records",
+            tx.query_opt(differing, &[&origin, &streams, &seqs, &payloads]),
+        )
+        .await?
+        {
+            Ok(row) => row,
+            Err(e) => return Ok(Err(e)),
+        };
+        if let Some(row) = row {
+            return Err(ForwardError::OriginCollision {
+                origin: origin.to_owned(),
+                stream: row.get(0),
+                seq: row.get(1),
+            });
+        }
+    }
+    Ok(Ok((inserted, already_there)))
+}
+
 /// Creates the tables if missing and checks the version; returns `depot_schema.target_id`.
 async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, ForwardError> {
     let during = "creating or checking the depot tables";
@@ -248,20 +362,22 @@ async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, Forwa
         t,
         during,
         tx.query_one(
-            "SELECT to_regclass('depot_schema') IS NOT NULL, to_regclass('depot_records') IS NOT NULL",
+            "SELECT to_regclass('depot_schema') IS NOT NULL, to_regclass('depot_records') IS NOT NULL, \
+             to_regclass('depot_rejected') IS NOT NULL",
             &[],
         ),
     )
     .await?
     .map_err(fail)?;
-    let (has_schema, has_records): (bool, bool) = (row.get(0), row.get(1));
+    let (has_schema, has_records, has_rejected): (bool, bool, bool) =
+        (row.get(0), row.get(1), row.get(2));
     if has_records && !has_schema {
         return Err(ForwardError::ForeignTable {
             table: "depot_records",
             detail: "there is no depot_schema table beside it".into(),
         });
     }
-    if !(has_schema && has_records) {
+    if !(has_schema && has_records && has_rejected) {
         within(t, during, tx.batch_execute(SCHEMA))
             .await?
             .map_err(fail)?;
@@ -326,6 +442,13 @@ INSERT INTO depot_records (origin, stream, seq, payload, received_at)
 SELECT $1, b.stream, b.seq, b.payload::jsonb,
        timestamptz 'epoch' + b.received_ms * interval '1 millisecond'
 FROM unnest($2::text[], $3::int8[], $4::text[], $5::int8[]) AS b(stream, seq, payload, received_ms)
+ON CONFLICT (origin, stream, seq) DO NOTHING";
+
+/// A record whose payload `jsonb` refused: kept as text with the reason. `ON CONFLICT DO NOTHING`
+/// for a re-send.
+const REJECT: &str = "\
+INSERT INTO depot_rejected (origin, stream, seq, payload_text, error, received_at)
+VALUES ($1, $2, $3, $4, $5, timestamptz 'epoch' + $6::int8 * interval '1 millisecond')
 ON CONFLICT (origin, stream, seq) DO NOTHING";
 
 /// The first re-sent record whose stored payload differs (there should be none).

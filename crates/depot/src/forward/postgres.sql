@@ -15,3 +15,17 @@ CREATE TABLE IF NOT EXISTS depot_records (
 );
 
 CREATE INDEX IF NOT EXISTS depot_records_received_at ON depot_records (received_at);
+
+-- Records whose payload jsonb cannot hold (a "\u0000" in a string, a number beyond numeric's
+-- range): kept as the JSON text depot stored, with PostgreSQL's reason. Each record of an origin
+-- is in exactly one of depot_records and depot_rejected.
+CREATE TABLE IF NOT EXISTS depot_rejected (
+    origin       text        NOT NULL,
+    stream       text        NOT NULL,
+    seq          bigint      NOT NULL,
+    payload_text text        NOT NULL,
+    error        text        NOT NULL,
+    received_at  timestamptz NOT NULL,
+    delivered_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (origin, stream, seq)
+);

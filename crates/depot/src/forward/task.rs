@@ -111,6 +111,7 @@ impl Task {
                         .increment(batch.len() as u64);
                     metrics::counter!("depot_forward_redelivered_total")
                         .increment(delivered.already_there);
+                    metrics::counter!("depot_forward_rejected_total").increment(delivered.rejected);
                     tracing::debug!(
                         records = batch.len(),
                         inserted = delivered.inserted,
@@ -122,6 +123,7 @@ impl Task {
                         let mut status = self.shared.lock();
                         status.delivered += batch.len() as u64;
                         status.already_there += delivered.already_there;
+                        status.rejected += delivered.rejected;
                         status.batches += 1;
                         status.last_delivery = Some(UnixMillis::now());
                     }
