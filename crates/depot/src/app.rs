@@ -81,6 +81,11 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
             .queue_capacity(config.commit_queue)
             .max_batch_items(config.commit_max_batch),
     )?;
+    // Forwarding to PostgreSQL (off unless `forward_to` is set): its own task from here on.
+    let forwarder = match crate::forward::Settings::from_config(&config)? {
+        Some(settings) => Some(crate::forward::Forwarder::start(settings, &store.readers)?),
+        None => None,
+    };
     let listener = TcpListener::bind(config.listen).await.map_err(|e| {
         format!(
             "cannot listen on {}: {e}; is another program using that port? choose another with --listen",
@@ -98,6 +103,9 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         )
         .with_auth(auth),
     );
+    if let Some(forwarder) = &forwarder {
+        let _ = state.forward.set(forwarder.clone());
+    }
     let server = Server::start(
         listener,
         http::router(state.clone()),
@@ -127,6 +135,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         temp,
         &dir,
     );
+    let plan = match &forwarder {
+        Some(forwarder) => forwarder.add_phases(plan),
+        None => plan,
+    };
     host.ready();
     let progress = ProgressFile::create(&dir.join(files::PROGRESS));
     let report = host.drain_with(plan, &progress).await;

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::forward::{ForwardTo, Retention, Target};
+
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -61,6 +63,21 @@ pub struct Config {
     /// (`Authorization: Bearer <token>`); read once at start. Unset: no authentication, which is
     /// only reasonable on a loopback `listen` address (depot warns otherwise).
     pub auth_token_file: Option<PathBuf>,
+    /// PostgreSQL to forward every record to, exactly once: a URL
+    /// (`postgres://user:password@host:5432/db?sslmode=verify-full`) or libpq key/value pairs.
+    /// Unset (the default): no forwarding. See docs/FORWARDING.md.
+    pub forward_to: Option<ForwardTo>,
+    /// Most records in one PostgreSQL transaction.
+    pub forward_batch: usize,
+    /// Time allowed to connect to PostgreSQL (unless the connection string sets
+    /// `connect_timeout`).
+    pub forward_connect_timeout_ms: u64,
+    /// `statement_timeout` of the forwarding session; the client gives up 2 s later.
+    pub forward_statement_timeout_ms: u64,
+    /// How long delivered records stay in the local store: a duration (`"7d"`, `"12h"`) or a
+    /// number of records per stream (`100000`). Unset (the default): keep everything. Records
+    /// not yet delivered are never deleted.
+    pub retain_delivered: Option<Retention>,
 }
 
 /// See [`Config::durability`].
@@ -91,6 +108,11 @@ impl Default for Config {
             commit_max_batch: 1024,
             durability: DurabilityMode::Full,
             auth_token_file: None,
+            forward_to: None,
+            forward_batch: 1000,
+            forward_connect_timeout_ms: 10_000,
+            forward_statement_timeout_ms: 30_000,
+            retain_delivered: None,
         }
     }
 }
@@ -155,6 +177,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--forward-to`.
+    pub forward_to: Option<String>,
 }
 
 impl Config {
@@ -229,6 +253,9 @@ impl Config {
         if let Some(format) = overrides.log_format {
             config.log_format = format;
         }
+        if let Some(to) = &overrides.forward_to {
+            config.forward_to = Some(ForwardTo(to.clone()));
+        }
         config.validate()?;
         Ok(config)
     }
@@ -241,6 +268,7 @@ impl Config {
             ("max_connections", self.max_connections),
             ("commit_queue", self.commit_queue),
             ("commit_max_batch", self.commit_max_batch),
+            ("forward_batch", self.forward_batch),
         ];
         for (key, value) in positive {
             if value == 0 {
@@ -259,6 +287,29 @@ impl Config {
                 },
                 problem: "must be at least 1 ms (timeouts cannot be turned off)".into(),
             });
+        }
+        for (key, value) in [
+            (
+                "forward_connect_timeout_ms",
+                self.forward_connect_timeout_ms,
+            ),
+            (
+                "forward_statement_timeout_ms",
+                self.forward_statement_timeout_ms,
+            ),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    problem: "must be at least 1 ms (timeouts cannot be turned off)".into(),
+                });
+            }
+        }
+        if let Some(to) = &self.forward_to {
+            Target::parse(&to.0).map_err(|problem| ConfigError::OutOfRange {
+                key: "forward_to",
+                problem: format!("is not usable: {problem}"),
+            })?;
         }
         Ok(())
     }
@@ -279,7 +330,15 @@ fn key_names() -> Vec<String> {
         Ok(toml::Value::Table(t)) => {
             let mut keys: Vec<String> = t.keys().cloned().collect();
             // None is not serialized.
-            keys.extend(["sigterm_budget_ms".into(), "auth_token_file".into()]);
+            keys.extend(
+                [
+                    "sigterm_budget_ms",
+                    "auth_token_file",
+                    "forward_to",
+                    "retain_delivered",
+                ]
+                .map(String::from),
+            );
             keys
         }
         _ => Vec::new(),
@@ -322,6 +381,76 @@ mod tests {
         assert_eq!(c.max_body_bytes, 200);
         assert_eq!(c.commit_queue, 7);
         assert_eq!(c.listen.port(), 9002);
+    }
+
+    #[test]
+    fn forwarding_settings_from_file_env_and_flag() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert!(c.forward_to.is_none() && c.retain_delivered.is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("depot.toml");
+        std::fs::write(
+            &file,
+            "forward_to = \"host=db user=depot password='p w'\"\nretain_delivered = \"7d\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file), env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.retain_delivered,
+            Some(Retention::Age(Duration::from_secs(7 * 86_400)))
+        );
+        assert!(
+            !format!("{c:?}").contains("p w"),
+            "the password shows in {c:?}"
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[
+                (
+                    "DEPOT_FORWARD_TO",
+                    "postgres://depot:pw@db/depot?sslmode=verify-full",
+                ),
+                ("DEPOT_RETAIN_DELIVERED", "100000"),
+            ]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.retain_delivered, Some(Retention::Count(100_000)));
+        assert!(
+            c.forward_to
+                .unwrap()
+                .0
+                .starts_with("postgres://depot:pw@db/")
+        );
+        let c = Config::load(
+            Some(&file),
+            env(&[]),
+            &Overrides {
+                forward_to: Some("postgres://other@h/d".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.forward_to.unwrap().0, "postgres://other@h/d");
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_FORWARD_TO", "postgres://u:secret@h/d?sslmode=maybe")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("forward_to") && e.contains("maybe") && !e.contains("secret"),
+            "{e}"
+        );
+        let e = Config::load(
+            None,
+            env(&[("DEPOT_RETAIN_DELIVERED", "7 days")]),
+            &Overrides::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("DEPOT_RETAIN_DELIVERED"), "{e}");
     }
 
     #[test]

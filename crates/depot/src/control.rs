@@ -108,6 +108,19 @@ pub fn status(data_dir: &Path) -> Result<i32, String> {
                         s["records"],
                         s["version"].as_str().unwrap_or("?")
                     );
+                    let f = &s["forward"];
+                    if f["enabled"] == true {
+                        println!(
+                            "  forwarding to {}: {}, {} records not yet delivered{}",
+                            f["target"].as_str().unwrap_or("?"),
+                            f["state"].as_str().unwrap_or("?"),
+                            f["backlog_records"],
+                            f["last_error"]["message"]
+                                .as_str()
+                                .map(|e| format!("; last error: {e}"))
+                                .unwrap_or_default()
+                        );
+                    }
                 }
                 None => println!("  (its status endpoint did not answer)"),
             }

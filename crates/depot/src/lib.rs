@@ -8,6 +8,7 @@
 pub mod app;
 pub mod config;
 pub mod control;
+pub mod forward;
 pub mod http;
 pub mod manage;
 pub mod metrics;

@@ -29,6 +29,11 @@ struct Cli {
     /// Log format [default: text on a terminal, json otherwise].
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Forward every record, exactly once, to this PostgreSQL (a `postgres://` URL or libpq
+    /// key=value string) [default: off]. Prefer DEPOT_FORWARD_TO or the config file when it holds
+    /// a password: other users can see a command line. See docs/FORWARDING.md.
+    #[arg(long, global = true, value_name = "URL")]
+    forward_to: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -64,6 +69,7 @@ fn main() -> ExitCode {
         listen: cli.listen,
         data_dir: cli.data_dir.clone(),
         log_format: cli.log_format,
+        forward_to: cli.forward_to.clone(),
     };
     let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
         Ok(config) => config,

@@ -7,7 +7,9 @@ use std::fs;
 use std::path::Path;
 
 use common::{chain, commit, open, request};
-use depot::store::{APPLICATION_ID, Foreign, LastRun, Store, StoreError, StoreOptions, Verify};
+use depot::store::{
+    APPLICATION_ID, Foreign, LastRun, SCHEMA_VERSION, Store, StoreError, StoreOptions, Verify,
+};
 use rusqlite::Connection;
 
 fn try_open(dir: &Path) -> Result<Store, StoreError> {
@@ -126,7 +128,7 @@ fn a_newer_schema_version_is_refused() {
             err,
             StoreError::UnsupportedSchema {
                 found: 99,
-                supported: 1,
+                supported: SCHEMA_VERSION,
                 ..
             }
         ),

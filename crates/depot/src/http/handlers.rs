@@ -81,6 +81,7 @@ pub async fn status(
         },
         "recovery": state.recovery,
         "last_shutdown": state.last_shutdown,
+        "forward": state.forward.get().map_or_else(|| json!({ "enabled": false }), |f| f.status_json()),
     })))
 }
 

@@ -52,6 +52,8 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// The bearer token `/v1/*` requests must carry, if `auth_token_file` is set.
     pub auth: Option<AuthToken>,
+    /// The PostgreSQL forwarder, when `forward_to` is set (for `/v1/status`).
+    pub forward: std::sync::OnceLock<Arc<crate::forward::Forwarder>>,
     next_request_id: AtomicU64,
 }
 
@@ -78,6 +80,7 @@ impl AppState {
             recovery,
             last_shutdown,
             auth: None,
+            forward: std::sync::OnceLock::new(),
             next_request_id: AtomicU64::new(1),
         }
     }

@@ -52,7 +52,7 @@
 //! SQLite file with tables and no id) as [`StoreError::NotADepotDatabase`] and any other schema
 //! version as [`StoreError::UnsupportedSchema`], before it changes anything in the file.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! Sequence numbers are per stream, start at 1 and are contiguous: a stream's `last_seq` is also
 //! its record count, which keeps [`Readers::streams`] and the open report free of table scans.
@@ -64,14 +64,25 @@
 //! ```sql
 #![doc = include_str!("schema.sql")]
 //! ```
+//!
+//! Version 2 adds the forwarding outbox ([`Outbox`]): which records have been delivered to
+//! PostgreSQL, and this database's origin id. [`Store::open`] upgrades a version-1 database in
+//! one transaction (only `CREATE TABLE`s and one `INSERT`; no existing row changes); a new
+//! database runs version 1's schema, then the same migration.
+//!
+//! ```sql
+#![doc = include_str!("schema_v2.sql")]
+//! ```
 
 mod error;
 mod open;
+mod outbox;
 mod readers;
 mod writer;
 
 pub use error::{Cause, Foreign, StoreError};
 pub use open::{LastRun, OpenReport, Store, StoreOptions, Verify};
+pub use outbox::{Backlog, Outbox, OutboxRecord, PRUNE_CHUNK, Prune};
 pub use readers::{Readers, Record, StreamInfo};
 pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, UnixMillis, Writer};
 
@@ -79,10 +90,13 @@ pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, UnixMillis,
 pub const APPLICATION_ID: i32 = 0x4450_4f54;
 
 /// The schema version this build reads and writes, kept in the header's `user_version`.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
-/// The schema of [`SCHEMA_VERSION`], run once when a database is created.
+/// The schema of version 1, run once when a database is created (then [`MIGRATIONS`]).
 const SCHEMA: &str = include_str!("schema.sql");
+
+/// What takes a database from the version before to this one, in order. Only ever appended to.
+const MIGRATIONS: &[(i32, &str)] = &[(2, include_str!("schema_v2.sql"))];
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "depot.sqlite3";

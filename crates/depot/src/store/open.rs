@@ -14,8 +14,8 @@ use super::error::note;
 use super::readers::{Readers, StreamInfo};
 use super::writer::{Writer, seq_u64};
 use super::{
-    APPLICATION_ID, CLEAN_SHUTDOWN_FILE, DB_FILE, Foreign, LOCK_FILE, SCHEMA, SCHEMA_VERSION,
-    StoreError,
+    APPLICATION_ID, CLEAN_SHUTDOWN_FILE, DB_FILE, Foreign, LOCK_FILE, MIGRATIONS, SCHEMA,
+    SCHEMA_VERSION, StoreError,
 };
 
 /// The paths of one data directory.
@@ -345,8 +345,13 @@ fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, Stor
     let objects: i64 = conn
         .query_row("SELECT count(*) FROM sqlite_schema", [], |row| row.get(0))
         .map_err(sqlite)?;
+    let mut upgrade_from = None;
     let fresh = match (app_id, version) {
         (APPLICATION_ID, SCHEMA_VERSION) => false,
+        (APPLICATION_ID, found) if (1..SCHEMA_VERSION).contains(&found) => {
+            upgrade_from = Some(found);
+            false
+        }
         (APPLICATION_ID, found) => {
             return Err(StoreError::UnsupportedSchema {
                 path: db.to_path_buf(),
@@ -395,13 +400,32 @@ fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, Stor
 
     if fresh {
         conn.execute_batch(&format!(
-            "BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA application_id = {APPLICATION_ID};\n\
-             PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;"
+            "BEGIN IMMEDIATE;\n{SCHEMA}\n{}\nPRAGMA application_id = {APPLICATION_ID};\n\
+             PRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;",
+            migrations_after(1)
         ))
         .map_err(sqlite)?;
         sync_dir(&paths.dir)?;
+    } else if let Some(found) = upgrade_from {
+        // One transaction: the new tables and the new version number land together or not at all.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE;\n{}\nPRAGMA user_version = {SCHEMA_VERSION};\nCOMMIT;",
+            migrations_after(found)
+        ))
+        .map_err(sqlite)?;
+        tracing::info!(path = %db.display(), from = found, to = SCHEMA_VERSION, "store schema upgraded");
     }
     Ok(conn)
+}
+
+/// The SQL that takes a database of schema version `found` to [`SCHEMA_VERSION`]: only adds.
+fn migrations_after(found: i32) -> String {
+    MIGRATIONS
+        .iter()
+        .filter(|(version, _)| *version > found)
+        .map(|(_, sql)| *sql)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn not_depot(db: &Path, reason: Foreign) -> StoreError {

@@ -125,6 +125,16 @@ impl Readers {
         })
     }
 
+    /// The data directory's paths (for [`Outbox::open`](super::Outbox::open)).
+    pub(super) fn paths(&self) -> &Arc<Paths> {
+        &self.inner.paths
+    }
+
+    /// How long a connection waits for another's lock.
+    pub(super) fn busy_timeout(&self) -> Duration {
+        self.inner.busy_timeout
+    }
+
     /// Refuses further reads and closes the idle connections. Reads in flight finish; their
     /// connections are closed when they return.
     pub(super) fn close(&self) {
