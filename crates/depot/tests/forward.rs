@@ -7,7 +7,7 @@
 #![cfg(unix)]
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +51,8 @@ impl PgCluster {
             if std::env::var("DEPOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
                 panic!("{test}: DEPOT_REQUIRE_POSTGRES=1 but {HOW_TO_ENABLE}");
             }
-            eprintln!("SKIPPED {test}: {HOW_TO_ENABLE}");
+            // Straight to stderr, past the test harness's capture, so that the skip shows.
+            let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {HOW_TO_ENABLE}");
             return None;
         };
         let run_as = is_root().then(|| {
