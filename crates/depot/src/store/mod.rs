@@ -38,6 +38,10 @@
 //! leave the writer usable. The store relies on SQLite's default power-safe-overwrite setting: no
 //! WAL padding frames are written after the commit frame.
 //!
+//! [`Durability::Off`] (depot's `durability = "off"`) opens the writer with `synchronous=OFF`
+//! instead: commits return without fsyncing, so an acknowledged record survives a crash of the
+//! process but not one of the OS or the power; see [`Durability`] for exactly what can be lost.
+//!
 //! # Files in the data directory
 //!
 //! | file | what |
@@ -71,7 +75,7 @@ mod readers;
 mod writer;
 
 pub use error::{Cause, Foreign, StoreError};
-pub use open::{LastRun, OpenReport, Store, StoreOptions, Verify};
+pub use open::{Durability, LastRun, OpenReport, Store, StoreOptions, Verify};
 pub use readers::{Readers, Record, StreamInfo};
 pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, UnixMillis, Writer};
 

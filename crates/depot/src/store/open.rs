@@ -62,6 +62,30 @@ pub struct StoreOptions {
     /// How long a connection waits for a lock held by another connection before it fails with
     /// [`StoreError::Busy`].
     pub busy_timeout: Duration,
+    /// Whether a commit waits for stable storage. See [`Durability`].
+    pub durability: Durability,
+}
+
+/// Whether [`Sink::commit`](winddown::commit::Sink::commit) returns only once the batch is on
+/// stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit fsyncs the write-ahead log before it returns. Nothing
+    /// acknowledged is lost, whether the process, the OS or the power fails.
+    #[default]
+    Full,
+    /// `synchronous=OFF`: a commit hands the WAL frames to the OS and returns without any fsync;
+    /// checkpoints do not fsync either. A benchmark baseline, not a production mode.
+    ///
+    /// **A crash loses:** after a crash or kill of the *process*, nothing acknowledged (the
+    /// frames are in the OS page cache, and SQLite recovers them from the WAL at the next open).
+    /// After an OS crash or a power cut, any record acknowledged since the store was opened may
+    /// be lost — its WAL frames, or the database pages a checkpoint wrote, may never have
+    /// reached the disk — and the database file itself may be left corrupt (SQLite's documented
+    /// risk of `synchronous=OFF`), which the next [`Store::open`] refuses. [`Writer::close`]
+    /// switches back to `synchronous=FULL` for its final checkpoint, so after a clean shutdown
+    /// everything is on stable storage, as in [`Durability::Full`].
+    Off,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +94,7 @@ impl Default for StoreOptions {
             verify: Verify::Tail,
             max_idle_readers: 4,
             busy_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
         }
     }
 }
@@ -158,7 +183,8 @@ impl Store {
     /// In order: takes the directory's lock (`depot.lock`; [`StoreError::Locked`] if another
     /// process holds it), notes whether the clean-shutdown marker is there and how big the WAL is,
     /// opens `depot.sqlite3` and checks its header before changing anything (refusing foreign
-    /// files and unknown schema versions), switches to WAL with `synchronous=FULL`, creates the
+    /// files and unknown schema versions), switches to WAL with `synchronous=FULL` (or `OFF`, see
+    /// [`Durability`]), creates the
     /// schema if the file is new, runs the [`Verify`] checks, and finally removes the marker and
     /// fsyncs the directory, so that a crash from here on leaves it missing.
     ///
@@ -295,15 +321,19 @@ fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, Stor
             detail: format!("SQLite refused WAL journal mode (it kept {mode:?})"),
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL")
+    let (wanted, code) = match options.durability {
+        Durability::Full => ("FULL", 2),
+        Durability::Off => ("OFF", 0),
+    };
+    conn.pragma_update(None, "synchronous", wanted)
         .map_err(sqlite)?;
     let synchronous: i64 = conn
         .pragma_query_value(None, "synchronous", |row| row.get(0))
         .map_err(sqlite)?;
-    if synchronous != 2 {
+    if synchronous != code {
         return Err(StoreError::Unsupported {
             path: db.to_path_buf(),
-            detail: format!("SQLite refused synchronous=FULL (it kept {synchronous})"),
+            detail: format!("SQLite refused synchronous={wanted} (it kept {synchronous})"),
         });
     }
     // Keep the WAL from staying huge after a burst once it has been checkpointed.
