@@ -215,7 +215,11 @@ impl Store {
             (true, false) => LastRun::Unclean,
         };
 
-        let conn = open_writer(&paths, options)?;
+        let mut conn = open_writer(&paths, options)?;
+        // Empty after a clean shutdown; holding only the new schema when this open created it.
+        if !existed || file_len(&paths.wal)? == 0 {
+            conn = preallocate_wal(conn, &paths, options)?;
+        }
         let streams = survey(&conn, &paths.db)?;
         if options.verify == Verify::QuickCheck {
             quick_check(&conn, &paths.db)?;
@@ -349,6 +353,59 @@ fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, Stor
         sync_dir(&paths.dir)?;
     }
     Ok(conn)
+}
+
+/// What the WAL starts as when it is empty at open: zeros, room for SQLite's automatic checkpoint
+/// threshold (1000 frames of 4 KiB pages) plus slack for the commit that crosses it.
+pub(super) const WAL_PREALLOCATED_BYTES: u64 = 32 + 1100 * (24 + 4096);
+
+/// Fills an empty WAL with zeros (and fsyncs it and the directory), so that commits overwrite
+/// blocks the file already has instead of growing it. After a checkpoint SQLite writes the WAL
+/// from its start again, so once the file has reached its working size every commit is an
+/// overwrite — but a WAL that starts empty grows on every commit until then, and an fdatasync
+/// that must also commit the file's new size and blocks to the file system's journal costs
+/// several times one that need not (see BENCHMARKS.md). SQLite reads a WAL whose header is
+/// zeros as empty and writes a fresh header at its next commit; frames after the last one it
+/// wrote never carry its salts, so the zeros are never mistaken for frames.
+///
+/// Writing the WAL behind SQLite's back is safe only while no connection has it open: the
+/// writer is closed first (closing the last connection checkpoints the WAL into the database
+/// and deletes it) and reopened after.
+/// Best effort: if the zeros cannot be written (a full or small disk), the partial file is
+/// removed and SQLite grows the WAL as usual.
+fn preallocate_wal(
+    conn: Connection,
+    paths: &Paths,
+    options: &StoreOptions,
+) -> Result<Connection, StoreError> {
+    conn.close()
+        .map_err(|(_, e)| StoreError::sqlite(&paths.db, e))?;
+    let written = (|| -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&paths.wal)?;
+        if let Ok(meta) = fs::metadata(&paths.db) {
+            file.set_permissions(meta.permissions())?;
+        }
+        let zeros = vec![0u8; 1 << 16];
+        let mut left = WAL_PREALLOCATED_BYTES;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()
+    })();
+    match written {
+        Ok(()) => sync_dir(&paths.dir)?,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not preallocate the WAL; SQLite will grow it");
+            let _ = fs::remove_file(&paths.wal);
+        }
+    }
+    open_writer(paths, options)
 }
 
 fn not_depot(db: &Path, reason: Foreign) -> StoreError {
