@@ -66,6 +66,17 @@ struct Args {
     /// Only the throughput table (no RSS soak, stop or restart tests).
     #[arg(long)]
     table_only: bool,
+    /// Profiling aid: only drive the depot already listening at this address with single-record
+    /// POSTs from `--clients` connections for `--seconds`, print the result, and exit.
+    #[arg(long)]
+    drive: Option<std::net::SocketAddr>,
+    /// Connections for `--drive`.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// With `--drive`: send this many requests in all (spread over the connections) instead of
+    /// running for `--seconds` — for instruction counts under callgrind.
+    #[arg(long)]
+    requests: Option<u64>,
 }
 
 /// What a row measures.
@@ -101,6 +112,37 @@ fn main() {
         &[1, 4, 16, 64, 256]
     };
     let rss_secs = if quick { 10 } else { 60 };
+    if let Some(addr) = args.drive {
+        let out = load::run(Spec {
+            addr,
+            clients: args.clients,
+            warmup: if args.requests.is_some() {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(500)
+            },
+            measure: if args.requests.is_some() {
+                Duration::from_secs(600)
+            } else {
+                measure
+            },
+            shape: depot_shape(&record_payload(args.value_bytes), 1, args.streams),
+            tolerate_errors: false,
+            max_requests: args
+                .requests
+                .map(|n| n.div_ceil(args.clients.max(1) as u64)),
+        });
+        println!(
+            "{} clients: {:.0} records/s, p50 {} µs, p99 {} µs, {} errors {:?}",
+            args.clients,
+            out.records_per_sec(),
+            out.latency.value_at_quantile(0.5),
+            out.latency.value_at_quantile(0.99),
+            out.errors,
+            out.first_error
+        );
+        return;
+    }
 
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let depot_bin = args
