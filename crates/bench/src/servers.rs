@@ -161,14 +161,13 @@ pub fn start_depot(bin: &Path, dir: &Path, config: DepotConfig, port: u16) -> Se
                 dir.with_extension("log").display()
             );
         }
-        if server.addr.port() == 0 {
-            if let Some(addr) = std::fs::read(&running)
+        if server.addr.port() == 0
+            && let Some(addr) = std::fs::read(&running)
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .and_then(|v| v["listen"].as_str().and_then(|s| s.parse().ok()))
-            {
-                server.addr = addr;
-            }
+        {
+            server.addr = addr;
         }
         if server.addr.port() != 0
             && matches!(

@@ -239,10 +239,10 @@ impl ProgressFile {
 impl Reporter for ProgressFile {
     fn progress(&self, progress: &Progress) {
         use std::io::Write;
-        if let Some(file) = lock_slot(&self.0).as_mut() {
-            if let Ok(line) = serde_json::to_string(progress) {
-                let _ = writeln!(file, "{line}");
-            }
+        if let Some(file) = lock_slot(&self.0).as_mut()
+            && let Ok(line) = serde_json::to_string(progress)
+        {
+            let _ = writeln!(file, "{line}");
         }
     }
 

@@ -14,7 +14,7 @@ pub fn install() -> Option<PrometheusHandle> {
     let builder = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("seconds".into()), &latency_buckets)
         .and_then(|b| b.set_buckets_for_metric(Matcher::Suffix("items".into()), &size_buckets));
-    match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+    match builder.and_then(|b| b.install_recorder()) {
         Ok(handle) => {
             describe();
             spawn_upkeep(handle.clone());

@@ -81,7 +81,7 @@ fn sequences_are_per_stream_contiguous_and_survive_reopen() {
     .unwrap();
     let ranges: Vec<_> = acks
         .iter()
-        .map(|a| appended(a))
+        .map(appended)
         .map(|a| (a.first, a.last))
         .collect();
     assert_eq!(ranges, vec![(1, 2), (1, 1), (3, 3), (2, 4)]);
@@ -124,7 +124,7 @@ fn idempotent_retry_returns_original_sequence_numbers_and_writes_nothing() {
     commit(&mut writer, &[request("s", &["0"], None)]).unwrap();
 
     let original = request("s", &["a", "b"], Some("req-1"));
-    let first = commit(&mut writer, &[original.clone()]).unwrap();
+    let first = commit(&mut writer, std::slice::from_ref(&original)).unwrap();
     assert_eq!(
         first,
         vec![Ok(Appended {

@@ -192,7 +192,7 @@ impl RequestMetrics {
             }
         }
         let mut handles = self.handles.write().unwrap_or_else(|e| e.into_inner());
-        if !handles.iter().any(|h| matches(h)) {
+        if !handles.iter().any(matches) {
             // Bounded: routes are the router's patterns (or "unmatched"), methods and statuses
             // are few; past a generous cap, stop caching and pay the lookup.
             let fresh = RequestHandles {

@@ -250,6 +250,7 @@ impl DrainPlan {
     }
 
     /// Adds a phase built with [`Phase::new`] (to set its weight or criticality).
+    #[allow(clippy::should_implement_trait)] // a builder step, not arithmetic
     pub fn add(mut self, phase: Phase) -> Self {
         self.phases.push(phase);
         self

@@ -172,6 +172,7 @@ impl<'a> Runner<'a> {
         self.watch.borrow().deadline.unwrap_or(self.started)
     }
 
+    #[allow(clippy::type_complexity)] // one private call shape, spelled out where it is used
     fn emit(
         &mut self,
         event: ProgressEvent,
