@@ -20,9 +20,9 @@ use winddown::commit::{CommitConfig, GroupCommit};
 use winddown::host::AppError;
 use winddown::{DrainPlan, Host, Progress, Reporter, ShutdownReport, Stage, TempArea};
 
-use crate::config::Config;
+use crate::config::{Config, DurabilityMode};
 use crate::http::{self, AppState, Server};
-use crate::store::{Store, StoreOptions, Writer};
+use crate::store::{Durability, Store, StoreOptions, Writer};
 
 /// File names in the data directory.
 pub mod files {
@@ -65,9 +65,24 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
 
     // Opening the store takes the data directory's single-instance lock (`depot.lock`); only
     // then is it safe to sweep the temp area.
-    let store = Store::open(&dir, &StoreOptions::default())?;
+    let store = Store::open(
+        &dir,
+        &StoreOptions {
+            durability: match config.durability {
+                DurabilityMode::Full => Durability::Full,
+                DurabilityMode::Off => Durability::Off,
+            },
+            ..StoreOptions::default()
+        },
+    )?;
     let temp = TempArea::open(dir.join(files::TEMP))?;
     tracing::info!(report = %store.report, "store opened");
+    if config.durability == DurabilityMode::Off {
+        tracing::warn!(
+            "durability = \"off\": records are acknowledged before they are on disk; an OS crash \
+             or power cut can lose them (a benchmark baseline, not for data you need)"
+        );
+    }
     let recovery = serde_json::json!({
         "last_run": format!("{:?}", store.report.last_run),
         "summary": store.report.to_string(),
@@ -287,8 +302,8 @@ impl ProgressFile {
 impl Reporter for ProgressFile {
     fn progress(&self, progress: &Progress) {
         use std::io::Write;
-        if let (Some(file), Ok(line)) =
-            (lock_slot(&self.0).as_mut(), serde_json::to_string(progress))
+        if let Some(file) = lock_slot(&self.0).as_mut()
+            && let Ok(line) = serde_json::to_string(progress)
         {
             let _ = writeln!(file, "{line}");
         }

@@ -56,8 +56,11 @@ pub struct Config {
     /// Most append requests in one commit (1 turns group commit off).
     pub commit_max_batch: usize,
     /// Durability of acknowledged writes: `full` (fsync before every acknowledgement; the only
-    /// mode that keeps acknowledged records through a power loss) or `off` (no fsync: a baseline
-    /// for benchmarks; acknowledged records survive a process crash but not an OS crash).
+    /// mode that keeps acknowledged records through a power loss) or `off` (SQLite
+    /// `synchronous=OFF`, no fsync: a baseline for benchmarks; acknowledged records survive a
+    /// crash of the process, but an OS crash or power cut may lose any record acknowledged since
+    /// start and may corrupt the database; a clean shutdown syncs everything). See
+    /// [`crate::store::Durability`].
     pub durability: DurabilityMode,
     /// A file holding a bearer token that every `/v1/*` request must present
     /// (`Authorization: Bearer <token>`); read once at start. Unset: no authentication, which is
@@ -86,7 +89,7 @@ pub struct Config {
 pub enum DurabilityMode {
     /// fsync before acknowledging.
     Full,
-    /// No fsync (benchmark baseline).
+    /// No fsync (benchmark baseline): SQLite `synchronous=OFF`.
     Off,
 }
 

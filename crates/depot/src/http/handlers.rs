@@ -203,15 +203,27 @@ pub async fn append(
     // A replay answers exactly as the original did: 201 with the original sequence numbers.
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "stream": stream,
-            "first_seq": appended.first,
-            "last_seq": appended.last,
-            "count": appended.last + 1 - appended.first,
-            "replayed": replayed,
-        })),
+        Json(Appended {
+            count: appended.last + 1 - appended.first,
+            first_seq: appended.first,
+            last_seq: appended.last,
+            replayed,
+            stream: &stream,
+        }),
     )
         .into_response())
+}
+
+/// The `201` body of an append. Serialized straight from this struct (no `serde_json::Value`
+/// map to build per request); the fields are in the order `json!` wrote them — alphabetical —
+/// so the bytes are the same as before.
+#[derive(Serialize)]
+struct Appended<'a> {
+    count: u64,
+    first_seq: u64,
+    last_seq: u64,
+    replayed: bool,
+    stream: &'a str,
 }
 
 /// Any other path.
@@ -289,19 +301,30 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 /// One JSON value is one record; a JSON array is one record per element. Each record's text is
 /// kept exactly as sent.
 pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, ApiError> {
-    let value: &RawValue =
-        serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
-    let text = value.get();
-    if nesting_depth(text.as_bytes()) > MAX_DEPTH {
-        return Err(ApiError::new(
+    let too_deep = || {
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "too_deep",
             format!("the JSON nests deeper than {MAX_DEPTH} levels; flatten the records"),
-        ));
-    }
-    let payloads = if text.starts_with('[') {
+        )
+    };
+    // An array is parsed once, straight into its elements; anything else as one value.
+    let is_array = body
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
+        == Some(&b'[');
+    let payloads = if is_array {
         let items: Vec<&RawValue> =
-            serde_json::from_str(text).map_err(|e| ApiError::malformed_json(&e))?;
+            serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
+        if 1 + items
+            .iter()
+            .map(|item| nesting_depth(item.get().as_bytes()))
+            .max()
+            .unwrap_or(0)
+            > MAX_DEPTH
+        {
+            return Err(too_deep());
+        }
         if items.len() > max_records {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -314,6 +337,12 @@ pub fn split_records(body: &[u8], max_records: usize) -> Result<Vec<String>, Api
         }
         items.into_iter().map(|r| r.get().to_owned()).collect()
     } else {
+        let value: &RawValue =
+            serde_json::from_slice(body).map_err(|e| ApiError::malformed_json(&e))?;
+        let text = value.get();
+        if nesting_depth(text.as_bytes()) > MAX_DEPTH {
+            return Err(too_deep());
+        }
         vec![text.to_owned()]
     };
     if payloads.is_empty() {
@@ -384,6 +413,27 @@ mod tests {
         assert!(split_records(ok.as_bytes(), 10).is_ok());
         // Brackets inside strings do not count.
         assert_eq!(nesting_depth(br#"[{"a":"[[[{{\"]]"}]"#), 2);
+    }
+
+    #[test]
+    fn the_append_body_has_the_bytes_json_macro_wrote() {
+        let body = serde_json::to_string(&Appended {
+            count: 2,
+            first_seq: 7,
+            last_seq: 8,
+            replayed: false,
+            stream: "s-1",
+        })
+        .unwrap();
+        let before = json!({
+            "stream": "s-1",
+            "first_seq": 7,
+            "last_seq": 8,
+            "count": 2,
+            "replayed": false,
+        })
+        .to_string();
+        assert_eq!(body, before);
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub struct AppState {
     /// The PostgreSQL forwarder, when `forward_to` is set (for `/v1/status`).
     pub forward: std::sync::OnceLock<Arc<crate::forward::Forwarder>>,
     next_request_id: AtomicU64,
+    request_metrics: RequestMetrics,
 }
 
 impl AppState {
@@ -82,6 +83,7 @@ impl AppState {
             auth: None,
             forward: std::sync::OnceLock::new(),
             next_request_id: AtomicU64::new(1),
+            request_metrics: RequestMetrics::new(),
         }
     }
 
@@ -157,14 +159,14 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
     let method = request.method().clone();
     let span = tracing::info_span!("request", id, %method, route = %route);
     let start = Instant::now();
-    metrics::gauge!("depot_http_in_flight").increment(1.0);
+    state.request_metrics.in_flight.increment(1.0);
     let mut response = next.run(request).instrument(span.clone()).await;
-    metrics::gauge!("depot_http_in_flight").decrement(1.0);
+    state.request_metrics.in_flight.decrement(1.0);
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
-    metrics::counter!("depot_http_requests_total", "route" => route.clone(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!("depot_http_request_duration_seconds", "route" => route)
-        .record(elapsed.as_secs_f64());
+    state
+        .request_metrics
+        .record(&route, &method, status, elapsed.as_secs_f64());
     span.in_scope(|| {
         tracing::debug!(
             status,
@@ -172,8 +174,76 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
             "request done"
         )
     });
-    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
-        response.headers_mut().insert("x-request-id", v);
-    }
     response
+        .headers_mut()
+        .insert("x-request-id", HeaderValue::from(id));
+    response
+}
+
+/// The handles of `depot_http_in_flight`, `depot_http_requests_total{route,method,status}` and
+/// `depot_http_request_duration_seconds{route}`, looked up once (per label combination) instead of
+/// per request: `counter!` with owned labels allocates three label strings and a key, hashes them
+/// and searches the recorder's registry on every call. Created after the recorder is installed.
+struct RequestMetrics {
+    in_flight: metrics::Gauge,
+    handles: std::sync::RwLock<Vec<RequestHandles>>,
+}
+
+struct RequestHandles {
+    route: Box<str>,
+    method: axum::http::Method,
+    status: u16,
+    requests: metrics::Counter,
+    duration: metrics::Histogram,
+}
+
+impl RequestMetrics {
+    fn new() -> Self {
+        RequestMetrics {
+            in_flight: metrics::gauge!("depot_http_in_flight"),
+            handles: std::sync::RwLock::new(Vec::new()),
+        }
+    }
+
+    fn record(&self, route: &str, method: &axum::http::Method, status: u16, seconds: f64) {
+        let matches =
+            |h: &RequestHandles| h.status == status && h.method == method && &*h.route == route;
+        {
+            let handles = self.handles.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(h) = handles.iter().find(|h| matches(h)) {
+                h.requests.increment(1);
+                h.duration.record(seconds);
+                return;
+            }
+        }
+        let mut handles = self.handles.write().unwrap_or_else(|e| e.into_inner());
+        if !handles.iter().any(matches) {
+            // Bounded: routes are the router's patterns (or "unmatched"), methods and statuses
+            // are few; past a generous cap, stop caching and pay the lookup.
+            let fresh = RequestHandles {
+                route: route.into(),
+                method: method.clone(),
+                status,
+                requests: metrics::counter!("depot_http_requests_total", "route" => route.to_owned(), "method" => method.to_string(), "status" => status.to_string()),
+                duration: metrics::histogram!("depot_http_request_duration_seconds", "route" => route.to_owned()),
+            };
+            if handles.len() < 256 {
+                handles.push(fresh);
+            } else {
+                fresh.requests.increment(1);
+                fresh.duration.record(seconds);
+                return;
+            }
+        }
+        if let Some(h) = handles.iter().find(|h| matches(h)) {
+            h.requests.increment(1);
+            h.duration.record(seconds);
+        }
+    }
+}
+
+impl std::fmt::Debug for RequestMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestMetrics").finish_non_exhaustive()
+    }
 }

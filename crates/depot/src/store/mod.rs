@@ -38,12 +38,16 @@
 //! leave the writer usable. The store relies on SQLite's default power-safe-overwrite setting: no
 //! WAL padding frames are written after the commit frame.
 //!
+//! [`Durability::Off`] (depot's `durability = "off"`) opens the writer with `synchronous=OFF`
+//! instead: commits return without fsyncing, so an acknowledged record survives a crash of the
+//! process but not one of the OS or the power; see [`Durability`] for exactly what can be lost.
+//!
 //! # Files in the data directory
 //!
 //! | file | what |
 //! |---|---|
 //! | `depot.sqlite3` | the database (SQLite format 3, page size 4096) |
-//! | `depot.sqlite3-wal`, `depot.sqlite3-shm` | SQLite's write-ahead log and its index, while open |
+//! | `depot.sqlite3-wal`, `depot.sqlite3-shm` | SQLite's write-ahead log and its index, while open. An empty WAL is filled with 4.3 MiB of zeros at open, so that commits overwrite it rather than grow it |
 //! | `depot.lock` | held with an exclusive advisory lock by the open [`Writer`]; empty |
 //! | `clean-shutdown` | written (then fsynced, with its directory) by [`Writer::close`] after the last connection closed; removed (and the directory fsynced) by [`Store::open`]. If the database exists and this file is missing, the last run did not stop cleanly. Its content is informational. |
 //!
@@ -81,7 +85,7 @@ mod readers;
 mod writer;
 
 pub use error::{Cause, Foreign, StoreError};
-pub use open::{LastRun, OpenReport, Store, StoreOptions, Verify};
+pub use open::{Durability, LastRun, OpenReport, Store, StoreOptions, Verify};
 pub use outbox::{Backlog, Outbox, OutboxRecord, PRUNE_CHUNK, Prune};
 pub use readers::{Readers, Record, StreamInfo};
 pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, UnixMillis, Writer};

@@ -62,6 +62,30 @@ pub struct StoreOptions {
     /// How long a connection waits for a lock held by another connection before it fails with
     /// [`StoreError::Busy`].
     pub busy_timeout: Duration,
+    /// Whether a commit waits for stable storage. See [`Durability`].
+    pub durability: Durability,
+}
+
+/// Whether [`Sink::commit`](winddown::commit::Sink::commit) returns only once the batch is on
+/// stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `synchronous=FULL`: every commit fsyncs the write-ahead log before it returns. Nothing
+    /// acknowledged is lost, whether the process, the OS or the power fails.
+    #[default]
+    Full,
+    /// `synchronous=OFF`: a commit hands the WAL frames to the OS and returns without any fsync;
+    /// checkpoints do not fsync either. A benchmark baseline, not a production mode.
+    ///
+    /// **A crash loses:** after a crash or kill of the *process*, nothing acknowledged (the
+    /// frames are in the OS page cache, and SQLite recovers them from the WAL at the next open).
+    /// After an OS crash or a power cut, any record acknowledged since the store was opened may
+    /// be lost — its WAL frames, or the database pages a checkpoint wrote, may never have
+    /// reached the disk — and the database file itself may be left corrupt (SQLite's documented
+    /// risk of `synchronous=OFF`), which the next [`Store::open`] refuses. [`Writer::close`]
+    /// switches back to `synchronous=FULL` for its final checkpoint, so after a clean shutdown
+    /// everything is on stable storage, as in [`Durability::Full`].
+    Off,
 }
 
 impl Default for StoreOptions {
@@ -70,6 +94,7 @@ impl Default for StoreOptions {
             verify: Verify::Tail,
             max_idle_readers: 4,
             busy_timeout: Duration::from_secs(5),
+            durability: Durability::Full,
         }
     }
 }
@@ -162,7 +187,8 @@ impl Store {
     /// In order: takes the directory's lock (`depot.lock`; [`StoreError::Locked`] if another
     /// process holds it), notes whether the clean-shutdown marker is there and how big the WAL is,
     /// opens `depot.sqlite3` and checks its header before changing anything (refusing foreign
-    /// files and unknown schema versions), switches to WAL with `synchronous=FULL`, creates the
+    /// files and unknown schema versions), switches to WAL with `synchronous=FULL` (or `OFF`, see
+    /// [`Durability`]), creates the
     /// schema if the file is new, runs the [`Verify`] checks, and finally removes the marker and
     /// fsyncs the directory, so that a crash from here on leaves it missing.
     ///
@@ -194,7 +220,11 @@ impl Store {
             (true, false) => LastRun::Unclean,
         };
 
-        let conn = open_writer(&paths, options)?;
+        let mut conn = open_writer(&paths, options)?;
+        // Empty after a clean shutdown; holding only the new schema when this open created it.
+        if !existed || file_len(&paths.wal)? == 0 {
+            conn = preallocate_wal(conn, &paths, options)?;
+        }
         let streams = survey(&conn, &paths.db)?;
         if options.verify == Verify::QuickCheck {
             quick_check(&conn, &paths.db)?;
@@ -383,15 +413,19 @@ fn open_writer(paths: &Paths, options: &StoreOptions) -> Result<Connection, Stor
             detail: format!("SQLite refused WAL journal mode (it kept {mode:?})"),
         });
     }
-    conn.pragma_update(None, "synchronous", "FULL")
+    let (wanted, code) = match options.durability {
+        Durability::Full => ("FULL", 2),
+        Durability::Off => ("OFF", 0),
+    };
+    conn.pragma_update(None, "synchronous", wanted)
         .map_err(sqlite)?;
     let synchronous: i64 = conn
         .pragma_query_value(None, "synchronous", |row| row.get(0))
         .map_err(sqlite)?;
-    if synchronous != 2 {
+    if synchronous != code {
         return Err(StoreError::Unsupported {
             path: db.to_path_buf(),
-            detail: format!("SQLite refused synchronous=FULL (it kept {synchronous})"),
+            detail: format!("SQLite refused synchronous={wanted} (it kept {synchronous})"),
         });
     }
     // Keep the WAL from staying huge after a burst once it has been checkpointed.
@@ -426,6 +460,59 @@ fn migrations_after(found: i32) -> String {
         .map(|(_, sql)| *sql)
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// What the WAL starts as when it is empty at open: zeros, room for SQLite's automatic checkpoint
+/// threshold (1000 frames of 4 KiB pages) plus slack for the commit that crosses it.
+pub(super) const WAL_PREALLOCATED_BYTES: u64 = 32 + 1100 * (24 + 4096);
+
+/// Fills an empty WAL with zeros (and fsyncs it and the directory), so that commits overwrite
+/// blocks the file already has instead of growing it. After a checkpoint SQLite writes the WAL
+/// from its start again, so once the file has reached its working size every commit is an
+/// overwrite — but a WAL that starts empty grows on every commit until then, and an fdatasync
+/// that must also commit the file's new size and blocks to the file system's journal costs
+/// several times one that need not (see BENCHMARKS.md). SQLite reads a WAL whose header is
+/// zeros as empty and writes a fresh header at its next commit; frames after the last one it
+/// wrote never carry its salts, so the zeros are never mistaken for frames.
+///
+/// Writing the WAL behind SQLite's back is safe only while no connection has it open: the
+/// writer is closed first (closing the last connection checkpoints the WAL into the database
+/// and deletes it) and reopened after.
+/// Best effort: if the zeros cannot be written (a full or small disk), the partial file is
+/// removed and SQLite grows the WAL as usual.
+fn preallocate_wal(
+    conn: Connection,
+    paths: &Paths,
+    options: &StoreOptions,
+) -> Result<Connection, StoreError> {
+    conn.close()
+        .map_err(|(_, e)| StoreError::sqlite(&paths.db, e))?;
+    let written = (|| -> io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&paths.wal)?;
+        if let Ok(meta) = fs::metadata(&paths.db) {
+            file.set_permissions(meta.permissions())?;
+        }
+        let zeros = vec![0u8; 1 << 16];
+        let mut left = WAL_PREALLOCATED_BYTES;
+        while left > 0 {
+            let n = left.min(zeros.len() as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            left -= n as u64;
+        }
+        file.sync_all()
+    })();
+    match written {
+        Ok(()) => sync_dir(&paths.dir)?,
+        Err(e) => {
+            tracing::debug!(error = %e, "could not preallocate the WAL; SQLite will grow it");
+            let _ = fs::remove_file(&paths.wal);
+        }
+    }
+    open_writer(paths, options)
 }
 
 fn not_depot(db: &Path, reason: Foreign) -> StoreError {

@@ -160,6 +160,10 @@ impl Writer {
                 source: cause,
             });
         }
+        // With durability off, commits were not synced: the final checkpoint must be, so that a
+        // clean shutdown leaves everything on stable storage in either mode.
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| StoreError::sqlite(&paths.db, e))?;
         let busy: i64 = conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))
             .map_err(|e| StoreError::sqlite(&paths.db, e))?;

@@ -52,11 +52,13 @@ impl<S: Sink> Committer<'_, S> {
             if state.closed {
                 return false;
             }
+            state.committer_waiting = true;
             state = self
                 .shared
                 .work
                 .wait(state)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.committer_waiting = false;
         }
         let mut bytes = 0usize;
         while let Some(next) = state.queue.front() {

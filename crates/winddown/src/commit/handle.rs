@@ -101,10 +101,10 @@ impl<S: Sink> GroupCommit<S> {
         let shared = &self.inner.shared;
         let bytes = S::item_bytes(&item);
         match shared.room.try_acquire_many(1) {
-            Ok(permit) => match shared.enqueue(std::iter::once((item, bytes))) {
-                Ok(mut receivers) => {
+            Ok(permit) => match shared.enqueue_one(item, bytes) {
+                Ok(receiver) => {
                     permit.forget();
-                    Submit::queued(receivers.remove(0))
+                    Submit::queued(receiver)
                 }
                 Err(refusal) => Submit::refused(refusal),
             },
@@ -120,10 +120,10 @@ impl<S: Sink> GroupCommit<S> {
                         else {
                             return Err(shared.refusal());
                         };
-                        let mut receivers = shared.enqueue(std::iter::once((item, bytes)))?;
+                        let receiver = shared.enqueue_one(item, bytes)?;
                         permit.forget();
                         drop(shared);
-                        flatten::<S>(receivers.remove(0).await)
+                        flatten::<S>(receiver.await)
                     }))
                 }
             },

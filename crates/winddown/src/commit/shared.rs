@@ -45,6 +45,10 @@ pub(super) struct State<S: Sink> {
     pub(super) stopped: bool,
     /// A drain waiting to be handed the sink when the thread finishes.
     pub(super) sink_taker: Option<oneshot::Sender<S>>,
+    /// The committer thread is blocked on `work` (set and cleared by it, under the lock), so an
+    /// enqueue must wake it. While it commits, enqueues skip the wake-up: it takes the queue
+    /// without waiting when it comes back.
+    pub(super) committer_waiting: bool,
 }
 
 impl<S: Sink> State<S> {
@@ -139,6 +143,7 @@ impl<S: Sink> Shared<S> {
                 poisoned: None,
                 stopped: false,
                 sink_taker: None,
+                committer_waiting: false,
             }),
             work: Condvar::new(),
             room: Arc::new(Semaphore::new(config.queue_capacity)),
@@ -163,7 +168,7 @@ impl<S: Sink> Shared<S> {
         items: impl ExactSizeIterator<Item = (S::Item, usize)>,
     ) -> Result<Vec<oneshot::Receiver<Outcome<S>>>, CommitError<S::Error>> {
         let mut receivers = Vec::with_capacity(items.len());
-        {
+        let wake = {
             let mut state = self.lock();
             if !state.is_open() {
                 return Err(state.refusal());
@@ -175,9 +180,35 @@ impl<S: Sink> Shared<S> {
             }
             // Inside the lock, so that the committer's decrement never overtakes it.
             self.metrics.queue_depth.increment(receivers.len() as f64);
+            state.committer_waiting
+        };
+        if wake {
+            self.work.notify_one();
         }
-        self.work.notify_one();
         Ok(receivers)
+    }
+
+    /// [`enqueue`](Self::enqueue) for one item, without the `Vec`: the path of every
+    /// [`submit`](super::GroupCommit::submit).
+    pub(super) fn enqueue_one(
+        &self,
+        item: S::Item,
+        bytes: usize,
+    ) -> Result<oneshot::Receiver<Outcome<S>>, CommitError<S::Error>> {
+        let (reply, receiver) = oneshot::channel();
+        let wake = {
+            let mut state = self.lock();
+            if !state.is_open() {
+                return Err(state.refusal());
+            }
+            state.queue.push_back(Pending { item, bytes, reply });
+            self.metrics.queue_depth.increment(1.0);
+            state.committer_waiting
+        };
+        if wake {
+            self.work.notify_one();
+        }
+        Ok(receiver)
     }
 
     /// The error for a submitter that found `room` closed.
