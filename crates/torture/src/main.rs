@@ -41,7 +41,7 @@ struct Cli {
     /// Stop once this many records are acknowledged.
     #[arg(long)]
     records: Option<u64>,
-    /// Fixes every choice of the run [default: from the clock; printed].
+    /// Fixes every choice of the run (default: from the clock; printed).
     #[arg(long)]
     seed: Option<u64>,
     /// Streams to spread the records over.
@@ -50,7 +50,7 @@ struct Cli {
     /// Most records per array request.
     #[arg(long, default_value_t = 20)]
     max_batch: usize,
-    /// Prefix of the stream names [default: `torture-<seed>-`].
+    /// Prefix of the stream names (default: `torture-<seed>-`).
     #[arg(long)]
     stream_prefix: Option<String>,
     #[command(subcommand)]
