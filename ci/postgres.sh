@@ -3,7 +3,7 @@
 # forwarding tests (crates/depot/tests/forward.rs), which start private clusters of their own on
 # 127.0.0.1 and free ports; nothing here starts a server. Installs Debian's `postgresql` package
 # when no server binaries are found. CI runs this before the tests and then exports
-# DEPOT_REQUIRE_POSTGRES=1, so that a missing PostgreSQL fails those tests instead of skipping them.
+# REQUIRE_POSTGRES_TESTS=1, so that a missing PostgreSQL fails those tests instead of skipping them.
 set -euo pipefail
 
 # The first directory holding both initdb and pg_ctl: `pg_config --bindir`, PATH, then the newest

@@ -2,7 +2,7 @@
 //! PostgreSQL cluster on loopback started from the system's server binaries.
 //!
 //! Without PostgreSQL's server binaries (`initdb`, `pg_ctl`) these tests print SKIPPED and pass;
-//! with `DEPOT_REQUIRE_POSTGRES=1` (CI) they fail instead. Debian/Ubuntu: `apt-get install
+//! with `REQUIRE_POSTGRES_TESTS=1` (CI) they fail instead. Debian/Ubuntu: `apt-get install
 //! postgresql` (or run `ci/postgres.sh`).
 #![cfg(unix)]
 
@@ -37,19 +37,19 @@ struct PgCluster {
 const HOW_TO_ENABLE: &str = "no PostgreSQL server binaries (initdb, pg_ctl) on PATH, in \
     `pg_config --bindir` or in /usr/lib/postgresql/*/bin; install them to run this test \
     (Debian/Ubuntu: apt-get install postgresql, or bash ci/postgres.sh). \
-    DEPOT_REQUIRE_POSTGRES=1 turns this skip into a failure";
+    REQUIRE_POSTGRES_TESTS=1 turns this skip into a failure";
 
 impl PgCluster {
     /// Starts a cluster, or returns `None` after printing why the test is skipped (no PostgreSQL
-    /// here). Panics instead when `DEPOT_REQUIRE_POSTGRES=1`.
+    /// here). Panics instead when `REQUIRE_POSTGRES_TESTS=1`.
     fn start(test: &str) -> Option<PgCluster> {
         PgCluster::start_with(test, false, false)
     }
 
     fn start_with(test: &str, fsync: bool, tls: bool) -> Option<PgCluster> {
         let Some(bindir) = find_bindir() else {
-            if std::env::var("DEPOT_REQUIRE_POSTGRES").as_deref() == Ok("1") {
-                panic!("{test}: DEPOT_REQUIRE_POSTGRES=1 but {HOW_TO_ENABLE}");
+            if std::env::var("REQUIRE_POSTGRES_TESTS").as_deref() == Ok("1") {
+                panic!("{test}: REQUIRE_POSTGRES_TESTS=1 but {HOW_TO_ENABLE}");
             }
             // Straight to stderr, past the test harness's capture, so that the skip shows.
             let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {HOW_TO_ENABLE}");
