@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 
 use crate::report::{Row, Summary};
 
-const W: f64 = 920.0;
-const H: f64 = 380.0;
+const W: f64 = 980.0;
+const H: f64 = 410.0;
 const PANEL_W: f64 = 380.0;
 const PANEL_H: f64 = 250.0;
 const TOP: f64 = 70.0;
-const LEFT: [f64; 2] = [70.0, 540.0];
+const LEFT: [f64; 2] = [70.0, 560.0];
 
 struct Series<'a> {
     name: &'a str,
@@ -86,7 +86,7 @@ pub fn chart(summary: &Summary) -> String {
         r#"<text x="{}" y="22" font-size="15" text-anchor="middle">depot single-record POSTs vs concurrency — {} CPUs, {}, {} mode, median of {}</text>"#,
         W / 2.0,
         summary.machine.cpus,
-        escape(&summary.machine.fs),
+        escape(summary.machine.fs.split(' ').next().unwrap_or_default()),
         summary.mode,
         summary.repeat
     );
@@ -128,7 +128,7 @@ pub fn chart(summary: &Summary) -> String {
                     x0 - 6.0,
                     y + 4.0,
                     if v >= 1000.0 {
-                        format!("{:.0}k", v / 1000.0)
+                        format!("{}k", trim(v / 1000.0))
                     } else {
                         format!("{v:.0}")
                     }
@@ -201,7 +201,7 @@ pub fn chart(summary: &Summary) -> String {
     }
     for (i, series) in series.iter().enumerate() {
         let x = 80.0 + 280.0 * i as f64;
-        let y = H - 18.0;
+        let y = H - 12.0;
         let _ = writeln!(
             s,
             r#"<line x1="{x}" y1="{}" x2="{}" y2="{}" stroke="{}" stroke-width="2" stroke-dasharray="{}"/><text x="{}" y="{y}">{}</text>"#,

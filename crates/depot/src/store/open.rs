@@ -188,9 +188,9 @@ impl Store {
     /// process holds it), notes whether the clean-shutdown marker is there and how big the WAL is,
     /// opens `depot.sqlite3` and checks its header before changing anything (refusing foreign
     /// files and unknown schema versions), switches to WAL with `synchronous=FULL` (or `OFF`, see
-    /// [`Durability`]), creates the
-    /// schema if the file is new, runs the [`Verify`] checks, and finally removes the marker and
-    /// fsyncs the directory, so that a crash from here on leaves it missing.
+    /// [`Durability`]), creates the schema if the file is new, fills an empty WAL with zeros so
+    /// that commits overwrite it rather than grow it, runs the [`Verify`] checks, and finally
+    /// removes the marker and fsyncs the directory, so that a crash from here on leaves it missing.
     ///
     /// Does not scan the tables: opening a store of a million records takes milliseconds unless
     /// [`Verify::QuickCheck`] is asked for.
