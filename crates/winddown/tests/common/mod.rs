@@ -36,6 +36,9 @@ impl FileSink {
             .create_new(true)
             .append(true)
             .open(path)?;
+        // Make the new file's directory entry durable. Windows cannot open a directory as a
+        // file (and NTFS journals directory entries itself).
+        #[cfg(unix)]
         if let Some(dir) = path.parent() {
             File::open(dir)?.sync_all()?;
         }
