@@ -40,7 +40,7 @@ struct Args {
     #[arg(long)]
     seconds: Option<f64>,
     /// Where the servers keep their data; must be on a real disk, not tmpfs.
-    /// [default: <target dir>/bench-data]
+    /// Default: `<target dir>/bench-data`.
     #[arg(long)]
     data_root: Option<PathBuf>,
     /// The depot binary [default: build it with cargo and use target/release/depot].
