@@ -54,6 +54,9 @@ if ! command -v wine >/dev/null || ! command -v x86_64-w64-mingw32-gcc >/dev/nul
     { echo "cannot install the packages (run as root)"; FAILED=$((FAILED + 1)); finish; }
   done_in installed
 fi
+# The Linux toolchain (rustup's), for the Linux programs the end-to-end tests drive depot with.
+HOST_PATH=$PATH
+host_cargo() { env -u RUSTC_BOOTSTRAP PATH="$HOST_PATH" cargo "$@"; }
 export RUSTC_BOOTSTRAP=1 PATH=/usr/bin:$PATH
 cargo_win() {
   local sub=$1

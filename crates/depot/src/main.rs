@@ -7,10 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use clap::{Parser, Subcommand};
 use depot::config::{Config, LogFormat, Overrides};
 use depot::manage;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use winddown::{Budgets, HostOptions, StopReason};
+
+/// The log file of a Windows service, in its data directory.
+const SERVICE_LOG: &str = "depot.log";
 
 /// mimalloc rather than glibc's malloc: a request's buffers are allocated on a tokio worker and
 /// freed on the committer thread (and the reverse for its acknowledgement), the pattern glibc's
@@ -59,9 +65,16 @@ enum Command {
     /// Install depot as a service (SCM on Windows, systemd on Linux, launchd on macOS), with stop
     /// settings derived from its drain budget.
     Install {
-        /// Print the unit / plist instead of installing it.
+        /// Print the unit / plist (on Windows: the service's settings) instead of installing it.
         #[arg(long)]
         print: bool,
+        /// How the Windows service starts: at boot, shortly after boot, or only when asked.
+        #[arg(long, value_enum, default_value_t = manage::StartChoice::Auto)]
+        start: manage::StartChoice,
+        /// Bring an installed Windows service's settings up to date (without it, installing
+        /// over an installed service says so and changes nothing).
+        #[arg(long)]
+        update: bool,
     },
     /// Stop and remove the installed service.
     Uninstall,
@@ -96,9 +109,21 @@ fn main() -> ExitCode {
         Command::Status => report(
             manage::status_service().unwrap_or_else(|| depot::control::status(&config.data_dir)),
         ),
-        Command::Install { print } => report(
-            manage::spec(&config, cli.config.as_deref())
-                .and_then(|spec| manage::install(&spec, print)),
+        Command::Install {
+            print,
+            start,
+            update,
+        } => report(
+            manage::spec(&config, cli.config.as_deref()).and_then(|spec| {
+                manage::install(
+                    &spec,
+                    &manage::InstallChoices {
+                        print,
+                        start,
+                        update,
+                    },
+                )
+            }),
         ),
         Command::Uninstall => report(manage::uninstall()),
         Command::Start => report(manage::start()),
@@ -118,7 +143,7 @@ fn serve(config: Config) -> i32 {
     // its own user only (SQLite would create the database 0644 otherwise).
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
-    init_logs(config.log_format);
+    init_logs(&config);
     let mut budgets = Budgets::new();
     if let Some(ms) = config.sigterm_budget_ms {
         budgets.set(StopReason::SigTerm, Duration::from_millis(ms));
@@ -133,20 +158,30 @@ fn serve(config: Config) -> i32 {
     )
 }
 
-fn init_logs(format: LogFormat) {
+fn init_logs(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("DEPOT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
+    // A Windows service has no console: its log goes to depot.log in its data directory (the
+    // Event Log gets the lifecycle events from winddown's host).
+    let (writer, to_terminal) =
+        match winddown::host::started_by_scm().then(|| open_service_log(&config.data_dir)) {
+            Some(Ok(file)) => (BoxMakeWriter::new(Mutex::new(file)), false),
+            _ => (
+                BoxMakeWriter::new(std::io::stderr),
+                std::io::stderr().is_terminal(),
+            ),
+        };
+    let json = match config.log_format {
         LogFormat::Json => true,
         LogFormat::Text => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
+        LogFormat::Auto => !to_terminal,
     };
     // A log line that cannot be written (stderr on a full disk, a closed pipe) is dropped:
     // tracing-subscriber would otherwise report it with eprintln!, which panics on that same
     // error — in whichever thread logged, the group committer's included.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .log_internal_errors(false);
     if json {
         builder
@@ -155,6 +190,15 @@ fn init_logs(format: LogFormat) {
             .log_internal_errors(false)
             .init();
     } else {
-        builder.init();
+        builder.with_ansi(to_terminal).init();
     }
+}
+
+/// `<data_dir>/depot.log`, appended to (the directory is created if need be).
+fn open_service_log(data_dir: &std::path::Path) -> std::io::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join(SERVICE_LOG))
 }

@@ -13,6 +13,28 @@ use crate::config::Config;
 /// The service's name under every manager.
 pub const SERVICE_NAME: &str = "depot";
 
+/// When the installed Windows service starts (`depot install --start`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StartChoice {
+    /// At boot (automatic).
+    Auto,
+    /// Shortly after the other automatic services (automatic, delayed start).
+    Delayed,
+    /// Only when asked (`depot start`, `sc start depot`).
+    Manual,
+}
+
+/// What `depot install` was asked for beyond the service's spec.
+#[derive(Debug, Clone, Copy)]
+pub struct InstallChoices {
+    /// Print what would be installed instead of installing it.
+    pub print: bool,
+    /// The Windows start mode.
+    pub start: StartChoice,
+    /// Bring an installed Windows service up to date instead of leaving it alone.
+    pub update: bool,
+}
+
 /// What `depot install` installs: this executable, running `depot run` with the same listen
 /// address and data directory, with the drain budget the stop settings derive from.
 pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<ServiceSpec, String> {
@@ -24,6 +46,9 @@ pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<Se
         config.listen.to_string(),
     ];
     if let Some(file) = config_file {
+        // The service starts in another directory (system32 on Windows, / under systemd).
+        let file = std::path::absolute(file)
+            .map_err(|e| format!("cannot resolve {}: {e}", file.display()))?;
         args.push("--config".into());
         args.push(file.display().to_string());
     }
@@ -39,7 +64,8 @@ pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<Se
     } else {
         // A Windows service runs as its own account: the installing user's per-user data
         // directory is not its own, so the default becomes %ProgramData%\depot.
-        let mut dir = config.data_dir.clone();
+        let mut dir = std::path::absolute(&config.data_dir)
+            .map_err(|e| format!("cannot resolve {}: {e}", config.data_dir.display()))?;
         if let (true, Some(program_data)) = (
             cfg!(windows) && dir == crate::config::default_data_dir(),
             std::env::var_os("ProgramData"),
@@ -52,9 +78,18 @@ pub fn spec(config: &Config, config_file: Option<&std::path::Path>) -> Result<Se
     })
 }
 
-/// `depot install [--print]`.
-pub fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
-    platform::install(spec, print)
+/// `depot install [--print] [--start …] [--update]`.
+pub fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
+    #[cfg(not(windows))]
+    if choices.start != StartChoice::Auto || choices.update {
+        return Err(
+            "--start and --update apply to a Windows service; under systemd, \
+             `depot install` replaces the unit and enables it (`systemctl disable depot` \
+             makes it start only when asked)"
+                .into(),
+        );
+    }
+    platform::install(spec, choices)
 }
 
 /// `depot uninstall`.
@@ -89,9 +124,9 @@ mod platform {
             && std::path::Path::new("/run/systemd/system").exists()
     }
 
-    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
         let options = SystemdOptions::default();
-        if print {
+        if choices.print {
             print!(
                 "{}",
                 systemd::unit_file(spec, &options).map_err(|e| e.to_string())?
@@ -153,9 +188,9 @@ mod platform {
     use super::*;
     use winddown::service::launchd::{self, LaunchdOptions};
 
-    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
+    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
         let options = LaunchdOptions::default();
-        if print {
+        if choices.print {
             print!(
                 "{}",
                 launchd::plist(spec, &options).map_err(|e| e.to_string())?
@@ -202,7 +237,9 @@ mod platform {
 #[cfg(windows)]
 mod platform {
     use super::*;
-    use winddown::service::windows::{self as scm, InstallOptions, ManageError, Waiting};
+    use winddown::service::windows::{
+        self as scm, Account, IfInstalled, InstallOptions, ManageError, StartMode, Waiting,
+    };
 
     fn chain(e: &ManageError) -> String {
         let mut text = e.to_string();
@@ -223,14 +260,75 @@ mod platform {
         scm::status(SERVICE_NAME).is_ok()
     }
 
-    pub(super) fn install(spec: &ServiceSpec, print: bool) -> Result<i32, String> {
-        if print {
-            println!("{spec:#?}");
+    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
+        let start = match choices.start {
+            StartChoice::Auto => StartMode::Automatic,
+            StartChoice::Delayed => StartMode::AutomaticDelayed,
+            StartChoice::Manual => StartMode::Manual,
+        };
+        let account = Account::Virtual;
+        if choices.print {
+            print_settings(spec, start, &account);
             return Ok(0);
         }
-        let done = scm::install(spec, &InstallOptions::new()).map_err(|e| chain(&e))?;
+        let options = InstallOptions::new()
+            .start(start)
+            .account(account)
+            .if_installed(if choices.update {
+                IfInstalled::Update
+            } else {
+                IfInstalled::Keep
+            });
+        let done = scm::install(spec, &options).map_err(|e| chain(&e))?;
         println!("{done}");
+        if done.outcome != scm::InstallOutcome::AlreadyInstalled {
+            // What the SCM now holds, read back rather than echoed.
+            match scm::status(SERVICE_NAME) {
+                Ok(info) => println!("{info}"),
+                Err(e) => println!("warning: cannot read the service back: {}", chain(&e)),
+            }
+            if let Some(dir) = &spec.data_dir {
+                println!("  data directory: {}", dir.display());
+            }
+            println!(
+                "start it with `depot start`; it logs to {} and to Event Viewer > Windows Logs > \
+                 Application, source {SERVICE_NAME}",
+                spec.data_dir.as_deref().map_or_else(
+                    || "its data directory".to_owned(),
+                    |d| d.join("depot.log").display().to_string()
+                )
+            );
+        }
         Ok(0)
+    }
+
+    /// The settings an administrator checks after an install, in the words of `sc qc`.
+    fn print_settings(spec: &ServiceSpec, start: StartMode, account: &Account) {
+        let mut command = format!("\"{}\"", spec.executable.display());
+        for arg in &spec.arguments {
+            command.push(' ');
+            if arg.is_empty() || arg.contains([' ', '\t', '"']) {
+                command.push_str(&format!("\"{}\"", arg.replace('"', "\\\"")));
+            } else {
+                command.push_str(arg);
+            }
+        }
+        println!("  name:                {}", spec.name);
+        println!("  display name:        {}", spec.display_name);
+        println!("  command line:        {command}");
+        println!("  start:               {start}");
+        println!("  account:             {}", account.name_for(&spec.name));
+        println!(
+            "  preshutdown timeout: {:.0} s (drain budget {:.0} s)",
+            scm::preshutdown_timeout_for(spec.stop_budget).as_secs_f64(),
+            spec.stop_budget.as_secs_f64()
+        );
+        if let Some(dir) = &spec.data_dir {
+            println!(
+                "  data directory:      {} (modify rights for the account)",
+                dir.display()
+            );
+        }
     }
 
     pub(super) fn uninstall() -> Result<i32, String> {
@@ -269,7 +367,7 @@ mod platform {
 
     const NONE: &str = "no service manager backend for this platform";
 
-    pub(super) fn install(_: &ServiceSpec, _: bool) -> Result<i32, String> {
+    pub(super) fn install(_: &ServiceSpec, _: &InstallChoices) -> Result<i32, String> {
         Err(NONE.into())
     }
     pub(super) fn uninstall() -> Result<i32, String> {

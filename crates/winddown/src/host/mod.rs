@@ -194,6 +194,18 @@ where
     Box::new(move |host| Box::pin(app(host)))
 }
 
+/// Whether the Windows Service Control Manager started this process (its parent is
+/// `services.exe`; one look at the process list, ~3 ms), so that [`run`] will host it as a
+/// service. Always `false` off Windows.
+///
+/// For what must be settled before [`run`]: a service has no console, so its log belongs in a file.
+pub fn started_by_scm() -> bool {
+    #[cfg(windows)]
+    return windows::started_by_scm();
+    #[cfg(not(windows))]
+    false
+}
+
 /// Runs `app` under the host that started this process, on a new multi-threaded tokio runtime,
 /// and returns the process exit code: the report's ([`ShutdownReport::exit_code`]), or
 /// [`EXIT_FAILED`] when `app` failed to start.

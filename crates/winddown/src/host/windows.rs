@@ -79,6 +79,11 @@ fn launch() -> Launch {
     }
 }
 
+/// Whether the SCM (probably) started this process: what [`run_if_service`] checks first.
+pub(super) fn started_by_scm() -> bool {
+    launch() != Launch::Console
+}
+
 /// Runs `app` as the service `options.service_name` if the SCM started this process, and returns
 /// the process exit code; otherwise hands `options` and `app` back for the console host.
 pub(super) fn run_if_service(

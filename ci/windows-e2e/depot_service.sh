@@ -1,0 +1,90 @@
+# End-to-end: depot itself as a Windows service through Wine's Service Control Manager, managed
+# with its own commands as an administrator would (`depot install`, `start`, `status`, `stop`,
+# `uninstall`), loaded by depot-torture (a Linux process, over loopback) while `sc stop` stops it:
+# STOP_PENDING with growing checkpoints, STOPPED with exit code 0, the report's reason scm_stop,
+# and after a restart every acknowledged record present, intact and exactly once.
+
+E2E_TESTS+=(e2e_depot_service)
+
+e2e_depot_service() {
+  local exe="$WIN_TARGET/debug/depot.exe"
+  local work="$WIN_TARGET/debug/depot-e2e"
+  local data="$WINEPREFIX/drive_c/ProgramData/depot" # the service's default data directory
+  local port=$((20000 + RANDOM % 10000))
+  local target="http://127.0.0.1:$port"
+  local depot=(wine_q "$exe")
+  local torture=("$ROOT/target/debug/depot-torture" --target "$target")
+  "${depot[@]}" uninstall >/dev/null 2>&1 # leftovers of an interrupted run
+  rm -rf "$work" "$data"
+  mkdir -p "$work"
+
+  echo "-- the Linux load client (depot-torture)"
+  if ! host_cargo build -q -p depot-torture >>"$LOGS/checks.log" 2>&1; then
+    check "depot-torture builds for Linux" false
+    return
+  fi
+  # A 3 s unready delay: long enough for several progress ticks while the SCM watches.
+  cat >"$work/depot.toml" <<EOF
+listen = "127.0.0.1:$port"
+unready_delay_ms = 3000
+EOF
+
+  echo "-- depot install (automatic start is the default; manual here, so that Wine's next"
+  echo "   session does not start a leftover)"
+  check "install creates the service and shows what the SCM holds" \
+    grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s.*on failure: restart after' \
+    "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
+  sed -n '/service depot installed/,/start it with/p' "$LOGS/checks.log" | sed 's/^/       /'
+  check "a second install says so and changes nothing" \
+    grep_output "already installed; nothing changed" "${depot[@]}" install --start manual
+  check "the command line runs depot with its config and %ProgramData%\\depot" \
+    grep_output 'command line: .*depot\.exe.* run .*--config .*depot\.toml.*--data-dir C:\\ProgramData\\depot' \
+    "${depot[@]}" status
+
+  echo "-- depot start"
+  check "start waits for RUNNING and shows the PID" grep_output "RUNNING.*depot: RUNNING, pid [0-9]+" \
+    "${depot[@]}" start
+  check "it serves (/readyz 200)" curl -fsS --retry 50 --retry-delay 0 --retry-all-errors \
+    --max-time 2 "$target/readyz"
+
+  echo "-- sc stop under load (4 depot-torture clients)"
+  "${torture[@]}" --clients 4 --streams 4 --duration 8s --ledger "$work/ledger.json" \
+    >"$work/load.txt" 2>&1 &
+  local load=$!
+  local i
+  for i in $(seq 100); do # until records are being acknowledged
+    [[ $(curl -fsS "$target/v1/status" 2>/dev/null) == *'"records":'[1-9]* ]] && break
+    sleep 0.1
+  done
+  sleep 1
+  scm_stop_and_watch depot "$LOGS/depot-stop.txt"
+  wait "$load" # its own check fails: depot is gone by then; `verify` below is the check
+  sed 's/^/       /' "$work/load.txt" | grep -v PROBLEM | head -3
+  echo "       $(grep -c STOP_PENDING "$LOGS/depot-stop.txt") STOP_PENDING polls, checkpoints" \
+    "$(awk '$1 == "STOP_PENDING" { print $2 }' "$LOGS/depot-stop.txt" | uniq | paste -sd' ')"
+  check "STOP_PENDING with at least 4 growing checkpoints, then STOPPED" \
+    scm_checkpoints_grew "$LOGS/depot-stop.txt" 4
+  check "STOPPED with exit code 0" last_line_matches "$LOGS/depot-stop.txt" '^STOPPED 0 0 0 0$'
+  check "the report says scm_stop, clean" last_line_matches "$data/last-shutdown.json" \
+    '"reason":"scm_stop"' '"outcome":"clean"'
+  check "Event Log: start, stop request, report" event_logged "depot is starting" \
+    "stop requested: service stop \(SCM\)" "depot stopped\. shutdown \(service stop \(SCM\)\): Clean"
+  check "the service's log file has the drain" grep -q "drain phase done" "$data/depot.log"
+
+  echo "-- restart; every acknowledged record is there"
+  check "start again" grep_output "RUNNING" "${depot[@]}" start
+  check "verify: 0 lost, 0 duplicated, 0 corrupt" \
+    grep_output '^OK .*acknowledged' "${torture[@]}" --ledger "$work/ledger.json" verify
+  grep -h '^OK .*acknowledged' "$LOGS/checks.log" | tail -1 | sed 's/^/       /'
+  check "status: RUNNING, pid, manual start, virtual account, last exit code" \
+    grep_output 'depot: RUNNING, pid [0-9]+.*last exit code: 0.*start: manual.*account: NT SERVICE\\depot' \
+    "${depot[@]}" status
+
+  echo "-- depot stop, depot uninstall"
+  check "stop shows STOP_PENDING progress, then STOPPED" \
+    grep_output 'STOP_PENDING \(checkpoint [0-9]+.*STOPPED' "${depot[@]}" stop
+  sed -n '/STOP_PENDING (checkpoint/,/last exit code/p' "$LOGS/checks.log" | tail -8 | sed 's/^/       /'
+  check "uninstall removes it" grep_output "service depot removed" "${depot[@]}" uninstall
+  check "sc no longer knows it" not wine_q sc query depot
+  check "the data stays for a reinstall" test -s "$data/depot.sqlite3"
+}
