@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use winddown::commit::{CommitConfig, GroupCommit};
 use winddown::host::AppError;
-use winddown::{DrainPlan, Host, Progress, Reporter, ShutdownReport, Stage, TempArea};
+use winddown::{DrainPlan, Host, Phase, Progress, Reporter, ShutdownReport, Stage, TempArea};
 
 use crate::config::{Config, DurabilityMode};
 use crate::http::{self, AppState, Server};
@@ -178,20 +178,33 @@ fn drain_plan(
     let (conns_in, conns_out) = (connections.clone(), connections);
     let (writer_in, writer_out) = (writer.clone(), writer);
     let running_file: PathBuf = dir.join(files::RUNNING);
+    let unready_delay = Duration::from_millis(unready_delay_ms);
+    // Time to close the listener after the delay.
+    let close = Duration::from_millis(500);
     DrainPlan::new()
-        .phase(
-            Stage::StopAccepting,
-            "readiness off, listener closed",
-            move |ctx| async move {
-                state.draining.store(true, Ordering::Release);
-                let delay = Duration::from_millis(unready_delay_ms).min(ctx.remaining() / 2);
-                if !delay.is_zero() {
-                    ctx.set_progress("/readyz answers 503; waiting for load balancers to notice");
-                    tokio::time::sleep(delay).await;
-                }
-                *lock_slot(&conns_in) = Some(server.stop_accepting().await);
-                Ok::<_, std::io::Error>(())
-            },
+        .with(
+            Phase::new(
+                Stage::StopAccepting,
+                "readiness off, listener closed",
+                move |ctx| async move {
+                    state.draining.store(true, Ordering::Release);
+                    let delay = unready_delay.min(ctx.remaining().saturating_sub(close));
+                    if !delay.is_zero() {
+                        ctx.set_progress(
+                            "/readyz answers 503; waiting for load balancers to notice",
+                        );
+                        tokio::time::sleep(delay).await;
+                    }
+                    *lock_slot(&conns_in) = Some(server.stop_accepting().await);
+                    Ok::<_, std::io::Error>(())
+                },
+            )
+            // The whole delay when the stop's budget allows it (at most half of it).
+            .wants(if unready_delay.is_zero() {
+                Duration::ZERO
+            } else {
+                unready_delay + close
+            }),
         )
         .phase(
             Stage::FinishInFlight,

@@ -191,6 +191,53 @@ async fn sigterm_under_load_loses_nothing_acknowledged_and_exits_zero() {
     eprintln!("SIGTERM under load: {checked} acknowledged records verified, stop took {took:?}");
 }
 
+/// SIGTERM, then how long `/readyz` answered 503 before connections were refused, and how long
+/// the process took to exit (with its exit code).
+async fn unready_window(env: &[(&str, &str)]) -> (Duration, Duration, Option<i32>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut depot = Depot::start(dir.path(), env);
+    let (base, http) = (depot.base.clone(), client());
+    let sent = Instant::now();
+    depot.signal(Signal::SIGTERM);
+    let mut first_503 = None;
+    let refused = loop {
+        match http.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 503 => {
+                first_503.get_or_insert(Instant::now());
+            }
+            Ok(_) => {}
+            Err(_) => break Instant::now(),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let first_503 = first_503.expect("/readyz never answered 503");
+    let code = tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(30)));
+    (refused - first_503, sent.elapsed(), code)
+}
+
+/// `unready_delay_ms` (the time a load balancer needs to notice `/readyz`) is honoured in full
+/// when the stop's budget allows, and cut to half of it when it does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unready_delay_is_kept_within_the_stop_budget() {
+    let (window, took, code) = unready_window(&[("DEPOT_UNREADY_DELAY_MS", "3000")]).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        window >= Duration::from_millis(2900) && took < Duration::from_secs(6),
+        "503 for {window:?}, exit after {took:?}"
+    );
+
+    let (window, took, code) = unready_window(&[
+        ("DEPOT_UNREADY_DELAY_MS", "10000"),
+        ("DEPOT_SIGTERM_BUDGET_MS", "2000"),
+    ])
+    .await;
+    assert_eq!(code, Some(0));
+    assert!(
+        window <= Duration::from_millis(1200) && took < Duration::from_millis(2500),
+        "503 for {window:?}, exit after {took:?} with a 2 s budget"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();

@@ -54,6 +54,51 @@ async fn phases_run_in_stage_order_and_a_clean_stop_exits_zero() {
     );
 }
 
+/// A phase that wants more than its weight's share (an unready delay) gets it when the budget
+/// allows, and at most half of the time left when it does not.
+#[tokio::test(start_paused = true)]
+async fn a_phase_gets_what_it_wants_within_half_the_time_left() {
+    let plan = |log: &Log| {
+        standard(log, Duration::from_millis(100)).with(
+            step(log, Stage::StopAccepting, "notice", Duration::from_secs(5))
+                .wants(Duration::from_secs(6)),
+        )
+    };
+    let log = Log::default();
+    let run = testing::simulate(StopReason::ScmStop, plan(&log)).await;
+    let notice = run
+        .report
+        .phases
+        .iter()
+        .find(|p| p.name == "notice")
+        .unwrap();
+    assert_eq!(notice.outcome, PhaseOutcome::Done, "{notice:?}");
+    assert!(notice.budget >= Duration::from_secs(6), "{notice:?}");
+    assert_eq!(run.report.outcome, Outcome::Clean);
+
+    // A 5 s SIGTERM budget: at most half of it, and the flush and close still run.
+    let log = Log::default();
+    let shutdown =
+        Shutdown::with_budgets(Budgets::new().with(StopReason::SigTerm, Duration::from_secs(5)));
+    let run = testing::simulate_on(&shutdown, StopReason::SigTerm, plan(&log)).await;
+    let notice = run
+        .report
+        .phases
+        .iter()
+        .find(|p| p.name == "notice")
+        .unwrap();
+    assert!(notice.budget <= Duration::from_millis(2500), "{notice:?}");
+    assert!(
+        matches!(notice.outcome, PhaseOutcome::CutOff { .. }),
+        "{notice:?}"
+    );
+    assert!(
+        log.lock()
+            .unwrap()
+            .ends_with(&["flush", "close", "release"])
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_hanging_phase_is_cut_at_its_share_and_durability_phases_still_run() {
     let log = Log::default();

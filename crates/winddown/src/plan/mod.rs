@@ -92,6 +92,7 @@ pub struct Phase {
     pub(crate) stage: Stage,
     pub(crate) weight: u32,
     pub(crate) at_least: Duration,
+    pub(crate) wants: Duration,
     pub(crate) criticality: Criticality,
     pub(crate) action: PhaseAction,
 }
@@ -103,6 +104,7 @@ impl fmt::Debug for Phase {
             .field("stage", &self.stage)
             .field("weight", &self.weight)
             .field("at_least", &self.at_least)
+            .field("wants", &self.wants)
             .field("criticality", &self.criticality)
             .finish_non_exhaustive()
     }
@@ -126,6 +128,7 @@ impl Phase {
                 Criticality::Required => Duration::from_millis(100),
                 Criticality::BestEffort => Duration::ZERO,
             },
+            wants: Duration::ZERO,
             criticality: stage.default_criticality(),
             action: Box::new(move |ctx| {
                 let fut = action(ctx);
@@ -137,6 +140,14 @@ impl Phase {
     /// This phase's share of the remaining time, relative to the other phases' weights.
     pub fn weight(mut self, weight: u32) -> Self {
         self.weight = weight.max(1);
+        self
+    }
+
+    /// The time this phase is known to need (a load balancer's notice period, say), which its
+    /// weight's share might not cover: its budget is at least this much as long as that is no
+    /// more than half of the time left, so that a short stop still leaves the later phases theirs.
+    pub fn wants(mut self, wants: Duration) -> Self {
+        self.wants = wants;
         self
     }
 

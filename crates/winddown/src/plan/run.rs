@@ -78,7 +78,7 @@ pub async fn drain(
                     .saturating_duration_since(Instant::now())
                     .saturating_sub(margin);
                 let share = left.mul_f64(f64::from(phase.weight) / f64::from(weights));
-                let budget = share.max(phase.at_least);
+                let budget = share.max(phase.wants.min(left / 2)).max(phase.at_least);
                 runner.run_phase(phase, index, count, budget).await
             }
         };
