@@ -31,6 +31,10 @@ EOF
 
   echo "-- depot install (automatic start is the default; manual here, so that Wine's next"
   echo "   session does not start a leftover)"
+  check "install --print shows the settings and installs nothing" \
+    grep_output 'start: +manual.*account: +NT SERVICE\\depot.*preshutdown timeout: 35 s' \
+    "${depot[@]}" install --print --config "$(win_path "$work/depot.toml")" --start manual
+  check "nothing installed by --print" not wine_q sc query depot
   check "install creates the service and shows what the SCM holds" \
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
