@@ -8,7 +8,7 @@
 
 mod running;
 
-use running::{Depot, client};
+use running::{Depot, client, read_all};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -352,29 +352,11 @@ fn env_refs<'a>(env: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str
 
 /// Every record of `stream` in the local store, by sequence number.
 async fn read_local(base: &str, stream: &str) -> BTreeMap<i64, Value> {
-    let http = client();
-    let mut out = BTreeMap::new();
-    let mut after = 0;
-    loop {
-        let page: Value = http
-            .get(format!(
-                "{base}/v1/streams/{stream}/records?after={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let records = page["records"].as_array().unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        for r in records {
-            out.insert(r["seq"].as_i64().unwrap(), r["payload"].clone());
-        }
-        after = page["next_after"].as_u64().unwrap();
-    }
+    read_all(base, stream)
+        .await
+        .into_iter()
+        .map(|(seq, payload)| (seq as i64, payload))
+        .collect()
 }
 
 /// Every record PostgreSQL holds from `origin`: (stream, seq) → payload.

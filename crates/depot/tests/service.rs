@@ -3,7 +3,7 @@
 
 mod running;
 
-use running::{Depot, client};
+use running::{Depot, client, read_all};
 
 use std::collections::BTreeMap;
 use std::process::Command;
@@ -12,33 +12,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use serde_json::{Value, json};
-
-/// Every record of `stream`, in order.
-async fn read_all(base: &str, stream: &str) -> Vec<(u64, Value)> {
-    let http = client();
-    let mut out = Vec::new();
-    let mut after = 0;
-    loop {
-        let page: Value = http
-            .get(format!(
-                "{base}/v1/streams/{stream}/records?after={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let records = page["records"].as_array().unwrap();
-        if records.is_empty() {
-            return out;
-        }
-        for r in records {
-            out.push((r["seq"].as_u64().unwrap(), r["payload"].clone()));
-        }
-        after = page["next_after"].as_u64().unwrap();
-    }
-}
 
 /// Acknowledged records: (client, i) → (seq, payload).
 type Acked = Arc<Mutex<BTreeMap<(u64, u64), u64>>>;

@@ -30,17 +30,7 @@ fn a_full_disk_fails_the_batch_loses_nothing_and_writes_resume_once_space_is_fre
     let base = tempfile::tempdir().unwrap();
     let mnt = base.path().join("tmpfs");
     fs::create_dir(&mnt).unwrap();
-    let mount = match Mount::new(
-        &mnt,
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=3m",
-            "tmpfs",
-            mnt.to_str().unwrap(),
-        ],
-    ) {
+    let mount = match Mount::tmpfs(&mnt, "3m") {
         Ok(mount) => mount,
         Err(why) => return skip("a_full_disk_fails_the_batch…", &why),
     };

@@ -90,17 +90,7 @@ fn a_failed_fsync_poisons_the_writer() {
     let ext4 = base.path().join("ext4");
     fs::create_dir(&backing).unwrap();
     fs::create_dir(&ext4).unwrap();
-    let tmpfs = match Mount::new(
-        &backing,
-        &[
-            "-t",
-            "tmpfs",
-            "-o",
-            "size=24m",
-            "tmpfs",
-            backing.to_str().unwrap(),
-        ],
-    ) {
+    let tmpfs = match Mount::tmpfs(&backing, "24m") {
         Ok(mount) => mount,
         Err(why) => return skip("a_failed_fsync_poisons_the_writer…", &why),
     };

@@ -284,50 +284,9 @@ pub(crate) fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A mount made for a test; unmounted (lazily if busy) when dropped.
-pub(crate) struct Mount {
-    pub(crate) path: PathBuf,
-}
-
-/// Runs `mount args…`; `Err` holds mount's complaint.
-pub(crate) fn run_mount(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("mount")
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run mount: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "mount {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-impl Mount {
-    pub(crate) fn new(path: &Path, args: &[&str]) -> Result<Mount, String> {
-        run_mount(args)?;
-        Ok(Mount {
-            path: path.to_path_buf(),
-        })
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let plain = Command::new("umount").arg(&self.path).status();
-        if !matches!(plain, Ok(s) if s.success()) {
-            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-        }
-    }
-}
-
-/// Prints why a test that needs root (mounts) did nothing.
-pub(crate) fn skip(test: &str, why: &str) {
-    eprintln!("SKIPPED {test}: {why} (this test needs root and mount(8))");
-}
+#[path = "../mounts/mod.rs"]
+mod mounts;
+pub(crate) use mounts::{Mount, run_mount, skip};
 
 /// Runs `depot <args…>` (stop, status) on `data_dir` and returns its exit code and output.
 pub(crate) fn depot_command(data_dir: &Path, args: &[&str]) -> (i32, String) {

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde_json::Value;
 
 /// A running depot.
 pub(crate) struct Depot {
@@ -96,4 +97,31 @@ pub(crate) fn client() -> reqwest::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Every record of `stream` (seq, payload), in order, read page by page through the API.
+pub(crate) async fn read_all(base: &str, stream: &str) -> Vec<(u64, Value)> {
+    let http = client();
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page: Value = http
+            .get(format!(
+                "{base}/v1/streams/{stream}/records?after={after}&limit=1000"
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let records = page["records"].as_array().unwrap();
+        if records.is_empty() {
+            return out;
+        }
+        for r in records {
+            out.push((r["seq"].as_u64().unwrap(), r["payload"].clone()));
+        }
+        after = page["next_after"].as_u64().unwrap();
+    }
 }
