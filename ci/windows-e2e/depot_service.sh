@@ -39,6 +39,8 @@ EOF
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
   sed -n '/service depot installed/,/start it with/p' "$LOGS/checks.log" | sed 's/^/       /'
+  check "the Event Log source is registered" \
+    wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \
     grep_output "already installed; nothing changed" "${depot[@]}" install --start manual
   check "the command line runs depot with its config and %ProgramData%\\depot" \
@@ -91,5 +93,7 @@ EOF
   sed -n '/STOP_PENDING (checkpoint/,/last exit code/p' "$LOGS/checks.log" | tail -8 | sed 's/^/       /'
   check "uninstall removes it" grep_output "service depot removed" "${depot[@]}" uninstall
   check "sc no longer knows it" not wine_q sc query depot
+  check "the Event Log source is gone" \
+    not wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "the data stays for a reinstall" test -s "$data/depot.sqlite3"
 }
