@@ -536,3 +536,22 @@ fn install_print_writes_a_unit_that_systemd_accepts() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// `--start` and `--update` are the SCM's; under systemd they are refused with what to do instead,
+/// before anything is written.
+#[test]
+fn install_refuses_windows_only_options_on_linux() {
+    for flag in [&["--start", "manual"][..], &["--update"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .arg("install")
+            .args(flag)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{flag:?}: {stderr}");
+        assert!(
+            stderr.contains("apply to a Windows service") && stderr.contains("systemctl disable"),
+            "{flag:?}: {stderr}"
+        );
+    }
+}
