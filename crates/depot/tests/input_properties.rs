@@ -1,6 +1,6 @@
 //! A bounded randomized test of request validation, run by every `cargo test`: the committed fuzz
 //! corpus, then 20 000 generated inputs (JSON-like token soup, and byte mutations of the corpus),
-//! each checked by the same properties as the cargo-fuzz target (`fuzz/fuzz_targets/checks.rs`;
+//! each checked by the same properties as the libFuzzer target (`fuzz/fuzz_targets/checks.rs`;
 //! `ci/fuzz.sh` runs that target coverage-guided). `INPUT_CASES` and `TORTURE_SEED` change the
 //! count and the seed.
 
