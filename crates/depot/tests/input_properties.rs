@@ -7,6 +7,9 @@
 #[path = "../fuzz/fuzz_targets/checks.rs"]
 mod checks;
 
+// What checks.rs checks (the fuzz target compiles the same file in directly).
+use depot::http::input;
+
 use std::fs;
 use std::path::Path;
 

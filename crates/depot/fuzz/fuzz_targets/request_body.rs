@@ -4,5 +4,9 @@
 #![no_main]
 
 mod checks;
+// depot's request checks, compiled in on their own: they are pure by design, and depending on
+// depot would make this coverage-instrumented build compile all of depot's dependencies.
+#[path = "../../src/http/input.rs"]
+mod input;
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::check_input(data));

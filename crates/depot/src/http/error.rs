@@ -58,15 +58,6 @@ impl ApiError {
         .retry_after(5)
     }
 
-    /// `400 malformed_json`.
-    pub fn malformed_json(e: &serde_json::Error) -> Self {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the body is not valid JSON ({e}); send one JSON value or an array of them"),
-        )
-    }
-
     /// `413 body_too_large`.
     pub fn body_too_large(limit: usize) -> Self {
         ApiError::new(
@@ -149,6 +140,12 @@ impl ApiError {
             "store_unavailable",
             e.to_string(),
         )
+    }
+}
+
+impl From<super::input::InputError> for ApiError {
+    fn from(e: super::input::InputError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, e.code, e.message)
     }
 }
 

@@ -3,6 +3,7 @@
 pub mod auth;
 mod error;
 pub mod handlers;
+pub mod input;
 mod server;
 
 use std::path::PathBuf;
