@@ -471,9 +471,15 @@ pub(super) const WAL_PREALLOCATED_BYTES: u64 = 32 + 1100 * (24 + 4096);
 /// from its start again, so once the file has reached its working size every commit is an
 /// overwrite — but a WAL that starts empty grows on every commit until then, and an fdatasync
 /// that must also commit the file's new size and blocks to the file system's journal costs
-/// several times one that need not (see BENCHMARKS.md). SQLite reads a WAL whose header is
-/// zeros as empty and writes a fresh header at its next commit; frames after the last one it
-/// wrote never carry its salts, so the zeros are never mistaken for frames.
+/// several times one that need not (see BENCHMARKS.md). It is also what keeps an acknowledged
+/// commit when ext4 aborts (turns read-only after a disk error) under load: on Linux 6.18 an
+/// fdatasync that grows a file can return success while the abort discards the journal
+/// transaction holding the new size, so the newest commit of a growing WAL is gone after the
+/// journal is replayed; an overwrite's fdatasync never was (tests/e2e/faults.rs, `ext4_abort`).
+///
+/// SQLite reads a WAL whose header is zeros as empty and writes a fresh header at its next
+/// commit; frames after the last one it wrote never carry its salts, so the zeros are never
+/// mistaken for frames.
 ///
 /// Writing the WAL behind SQLite's back is safe only while no connection has it open: the
 /// writer is closed first (closing the last connection checkpoints the WAL into the database
