@@ -258,24 +258,78 @@ impl Sink for Writer {
 fn run_transaction(conn: &Connection, batch: &[AppendRequest]) -> rusqlite::Result<Vec<Ack>> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     let mut acks = Vec::with_capacity(batch.len());
+    let mut streams = BatchStreams::default();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO records (stream_id, seq, received_at_ms, payload) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for request in batch {
-        acks.push(append(conn, request)?);
+        acks.push(append(conn, &mut insert, &mut streams, request)?);
+    }
+    drop(insert);
+    // Each stream's `last_seq` once per batch, not once per request.
+    if !streams.0.is_empty() {
+        let mut update = conn.prepare_cached("UPDATE streams SET last_seq = ?2 WHERE id = ?1")?;
+        for stream in streams.0.iter().filter(|s| s.last_seq != s.stored_seq) {
+            update.execute(params![stream.id, stream.last_seq])?;
+        }
     }
     conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(acks)
 }
 
-/// Applies one request inside the open transaction.
-fn append(conn: &Connection, request: &AppendRequest) -> rusqlite::Result<Ack> {
+/// The streams a batch touched, looked up once per batch: their id, their `last_seq` in the
+/// database (`stored_seq`) and as this batch's requests advanced it (`last_seq`). A batch
+/// usually touches one stream or a few, so a list beats a map.
+#[derive(Default)]
+struct BatchStreams<'a>(Vec<BatchStream<'a>>);
+
+struct BatchStream<'a> {
+    name: &'a str,
+    id: i64,
+    stored_seq: i64,
+    last_seq: i64,
+}
+
+impl<'a> BatchStreams<'a> {
+    /// The stream's index in the list, after looking it up in the database the first time;
+    /// `None` if it does not exist yet.
+    fn find(&mut self, conn: &Connection, name: &'a str) -> rusqlite::Result<Option<usize>> {
+        if let Some(at) = self.0.iter().position(|s| s.name == name) {
+            return Ok(Some(at));
+        }
+        let found: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT id, last_seq FROM streams WHERE name = ?1")?
+            .query_row([name], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()?;
+        Ok(found.map(|(id, last_seq)| self.push(name, id, last_seq)))
+    }
+
+    fn push(&mut self, name: &'a str, id: i64, last_seq: i64) -> usize {
+        self.0.push(BatchStream {
+            name,
+            id,
+            stored_seq: last_seq,
+            last_seq,
+        });
+        self.0.len() - 1
+    }
+}
+
+/// Applies one request inside the open transaction. The stream's new `last_seq` is kept in
+/// `streams` and written by [`run_transaction`] before the commit.
+fn append<'a>(
+    conn: &Connection,
+    insert: &mut rusqlite::CachedStatement<'_>,
+    streams: &mut BatchStreams<'a>,
+    request: &'a AppendRequest,
+) -> rusqlite::Result<Ack> {
     if request.payloads.is_empty() {
         return Ok(Err(Rejected::Empty));
     }
-    let stream: Option<(i64, i64)> = conn
-        .prepare_cached("SELECT id, last_seq FROM streams WHERE name = ?1")?
-        .query_row([&request.stream], |row| Ok((row.get(0)?, row.get(1)?)))
-        .optional()?;
+    let stream = streams.find(conn, &request.stream)?;
 
-    if let (Some((stream_id, _)), Some(key)) = (stream, &request.idempotency_key) {
+    if let (Some(at), Some(key)) = (stream, &request.idempotency_key) {
+        let stream_id = streams.0[at].id;
         let original: Option<(i64, i64)> = conn
             .prepare_cached(
                 "SELECT first_seq, last_seq FROM idempotency_keys \
@@ -301,25 +355,23 @@ fn append(conn: &Connection, request: &AppendRequest) -> rusqlite::Result<Ack> {
         }
     }
 
-    let (stream_id, last_seq) = match stream {
-        Some(found) => found,
+    let at = match stream {
+        Some(at) => at,
         None => {
             conn.prepare_cached("INSERT INTO streams (name, last_seq) VALUES (?1, 0)")?
                 .execute([&request.stream])?;
-            (conn.last_insert_rowid(), 0)
+            streams.push(&request.stream, conn.last_insert_rowid(), 0)
         }
     };
-    let first = last_seq + 1;
-    let mut seq = last_seq;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO records (stream_id, seq, received_at_ms, payload) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let stream = &mut streams.0[at];
+    let stream_id = stream.id;
+    let first = stream.last_seq + 1;
+    let mut seq = stream.last_seq;
     for payload in &request.payloads {
         seq += 1;
         insert.execute(params![stream_id, seq, request.received_at.0, payload])?;
     }
-    conn.prepare_cached("UPDATE streams SET last_seq = ?2 WHERE id = ?1")?
-        .execute(params![stream_id, seq])?;
+    stream.last_seq = seq;
     if let Some(key) = &request.idempotency_key {
         conn.prepare_cached(
             "INSERT INTO idempotency_keys (stream_id, key, first_seq, last_seq) \
