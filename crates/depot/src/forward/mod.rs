@@ -205,18 +205,26 @@ impl Forwarder {
         &self.shared.origin
     }
 
-    /// The `forward` object of `/v1/status`.
-    pub fn status_json(&self) -> serde_json::Value {
+    /// The `forward` object of `/v1/status`. `backlog` is what the store holds undelivered right
+    /// now ([`Readers::forward_backlog`]): the task's own figure is refreshed only between its
+    /// batches, so records committed since would not show (and "caught up" would be claimed
+    /// with records still to send).
+    pub fn status_json(&self, backlog: Option<Backlog>) -> serde_json::Value {
         let s = self.shared.lock();
         let now = UnixMillis::now();
+        let backlog = backlog.unwrap_or(s.backlog);
+        let state = match s.state {
+            State::CaughtUp if backlog.records > 0 => State::Delivering,
+            state => state,
+        };
         json!({
             "enabled": true,
             "target": self.shared.target,
             "origin": self.shared.origin,
-            "state": s.state.as_str(),
-            "backlog_records": s.backlog.records,
-            "backlog_streams": s.backlog.streams,
-            "oldest_undelivered_age_seconds": s.backlog.oldest.map(|t| (now.0 - t.0).max(0) as f64 / 1000.0),
+            "state": state.as_str(),
+            "backlog_records": backlog.records,
+            "backlog_streams": backlog.streams,
+            "oldest_undelivered_age_seconds": backlog.oldest.map(|t| (now.0 - t.0).max(0) as f64 / 1000.0),
             "delivered_records": s.delivered,
             "already_there_records": s.already_there,
             "rejected_records": s.rejected,
@@ -301,6 +309,16 @@ impl Drop for AbortOnDrop {
             }
         });
     }
+}
+
+/// Sets the backlog gauges (by the task between batches, and by `/metrics` at each scrape, from
+/// [`Readers::forward_backlog`], so that a scrape never shows an older figure).
+pub fn record_backlog(backlog: &Backlog) {
+    metrics::gauge!("depot_forward_backlog_records").set(backlog.records as f64);
+    let age = backlog
+        .oldest
+        .map_or(0.0, |t| (UnixMillis::now().0 - t.0).max(0) as f64 / 1000.0);
+    metrics::gauge!("depot_forward_oldest_age_seconds").set(age);
 }
 
 fn describe_metrics() {

@@ -272,11 +272,7 @@ impl Task {
     async fn refresh_backlog(&self) {
         match self.store(|o| o.backlog()).await {
             Ok(backlog) => {
-                metrics::gauge!("depot_forward_backlog_records").set(backlog.records as f64);
-                let age = backlog
-                    .oldest
-                    .map_or(0.0, |t| (UnixMillis::now().0 - t.0).max(0) as f64 / 1000.0);
-                metrics::gauge!("depot_forward_oldest_age_seconds").set(age);
+                super::record_backlog(&backlog);
                 self.shared.lock().backlog = backlog;
             }
             Err(e) => tracing::warn!(error = %chain(&e), "cannot measure the forwarding backlog"),

@@ -37,6 +37,11 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.committer.stats();
     metrics::gauge!("depot_commit_queue_depth").set((stats.queued + stats.in_flight) as f64);
+    if state.forward.get().is_some()
+        && let Ok(backlog) = state.read(|r| r.forward_backlog()).await
+    {
+        crate::forward::record_backlog(&backlog);
+    }
     let text = state
         .metrics
         .as_ref()
@@ -57,6 +62,13 @@ pub async fn status(
     State(state): State<Arc<AppState>>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let records = state.read(|r| r.total_records()).await?;
+    let forward = match state.forward.get() {
+        Some(f) => {
+            let backlog = state.read(|r| r.forward_backlog()).await.ok();
+            f.status_json(backlog)
+        }
+        None => json!({ "enabled": false }),
+    };
     let stats = state.committer.stats();
     Ok(Json(json!({
         "state": if state.is_draining() { "draining" } else { "serving" },
@@ -75,7 +87,7 @@ pub async fn status(
         },
         "recovery": state.recovery,
         "last_shutdown": state.last_shutdown,
-        "forward": state.forward.get().map_or_else(|| json!({ "enabled": false }), |f| f.status_json()),
+        "forward": forward,
     })))
 }
 

@@ -158,7 +158,7 @@ impl Outbox {
     /// the first one read is the `turn`-th (modulo the number of streams with a backlog), so that
     /// one busy stream cannot starve the others.
     pub fn next_batch(&self, max: usize, turn: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let pending = self.pending().map_err(|e| self.sqlite(e))?;
+        let pending = pending(&self.conn).map_err(|e| self.sqlite(e))?;
         if pending.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
@@ -199,47 +199,9 @@ impl Outbox {
         Ok(batch)
     }
 
-    /// Streams with records beyond their cursor, by internal id.
-    fn pending(&self) -> rusqlite::Result<Vec<Pending>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT s.id, s.name, s.last_seq, COALESCE(c.delivered_seq, 0) \
-             FROM streams s LEFT JOIN forward_cursor c ON c.stream = s.name \
-             WHERE s.last_seq > COALESCE(c.delivered_seq, 0) ORDER BY s.id",
-        )?;
-        stmt.query_map([], |row| {
-            Ok(Pending {
-                stream_id: row.get(0)?,
-                name: row.get(1)?,
-                last_seq: row.get(2)?,
-                delivered: row.get(3)?,
-            })
-        })?
-        .collect()
-    }
-
     /// What is not yet delivered. Reads O(streams) rows.
     pub fn backlog(&self) -> Result<Backlog, StoreError> {
-        let pending = self.pending().map_err(|e| self.sqlite(e))?;
-        let mut first = self
-            .conn
-            .prepare_cached("SELECT received_at_ms FROM records WHERE stream_id = ?1 AND seq = ?2")
-            .map_err(|e| self.sqlite(e))?;
-        let mut backlog = Backlog {
-            streams: pending.len(),
-            ..Backlog::default()
-        };
-        for p in &pending {
-            backlog.records += seq_u64(p.last_seq - p.delivered);
-            let received: Option<i64> = first
-                .query_row(params![p.stream_id, p.delivered + 1], |row| row.get(0))
-                .optional()
-                .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
-            if let Some(ms) = received {
-                let oldest = backlog.oldest.get_or_insert(UnixMillis(ms));
-                oldest.0 = oldest.0.min(ms);
-            }
-        }
-        Ok(backlog)
+        backlog(&self.conn).map_err(|e| self.sqlite(e))
     }
 
     /// Records that `batch` is in PostgreSQL: each stream's cursor moves to its highest sequence
@@ -365,6 +327,47 @@ impl Outbox {
         tx.commit()?;
         Ok(n)
     }
+}
+
+/// Streams with records beyond their cursor, by internal id.
+fn pending(conn: &Connection) -> rusqlite::Result<Vec<Pending>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT s.id, s.name, s.last_seq, COALESCE(c.delivered_seq, 0) \
+         FROM streams s LEFT JOIN forward_cursor c ON c.stream = s.name \
+         WHERE s.last_seq > COALESCE(c.delivered_seq, 0) ORDER BY s.id",
+    )?;
+    stmt.query_map([], |row| {
+        Ok(Pending {
+            stream_id: row.get(0)?,
+            name: row.get(1)?,
+            last_seq: row.get(2)?,
+            delivered: row.get(3)?,
+        })
+    })?
+    .collect()
+}
+
+/// What is not yet delivered, as `conn` sees it now (the forwarder's connection, or a reader's
+/// for `/v1/status`). Reads O(streams) rows.
+pub(super) fn backlog(conn: &Connection) -> rusqlite::Result<Backlog> {
+    let pending = pending(conn)?;
+    let mut first = conn
+        .prepare_cached("SELECT received_at_ms FROM records WHERE stream_id = ?1 AND seq = ?2")?;
+    let mut backlog = Backlog {
+        streams: pending.len(),
+        ..Backlog::default()
+    };
+    for p in &pending {
+        backlog.records += seq_u64(p.last_seq - p.delivered);
+        let received: Option<i64> = first
+            .query_row(params![p.stream_id, p.delivered + 1], |row| row.get(0))
+            .optional()?;
+        if let Some(ms) = received {
+            let oldest = backlog.oldest.get_or_insert(UnixMillis(ms));
+            oldest.0 = oldest.0.min(ms);
+        }
+    }
+    Ok(backlog)
 }
 
 struct Pending {

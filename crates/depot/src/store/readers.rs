@@ -125,6 +125,12 @@ impl Readers {
         })
     }
 
+    /// What the forwarder has not yet delivered, as of now (the forwarder's own figure is
+    /// refreshed between its batches, so it can lag behind new records).
+    pub fn forward_backlog(&self) -> Result<super::Backlog, StoreError> {
+        self.with_conn(super::outbox::backlog)
+    }
+
     /// The data directory's paths (for [`Outbox::open`](super::Outbox::open)).
     pub(super) fn paths(&self) -> &Arc<Paths> {
         &self.inner.paths
