@@ -288,17 +288,6 @@ fn free_port() -> u16 {
 // A running depot.
 
 impl Depot {
-    async fn status(&self) -> Value {
-        client()
-            .get(format!("{}/v1/status", self.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-
     async fn forward_status(&self) -> Value {
         self.status().await["forward"].clone()
     }

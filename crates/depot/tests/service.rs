@@ -150,14 +150,7 @@ async fn sigterm_under_load_loses_nothing_acknowledged_and_exits_zero() {
     let depot = Depot::start(dir.path(), &[]);
     let checked = check_all_acked_present(&depot.base, &acked).await;
     assert!(checked >= before);
-    let status: Value = client()
-        .get(format!("{}/v1/status", depot.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = depot.status().await;
     assert_eq!(status["last_shutdown"]["reason"], "sig_term");
     assert_eq!(status["last_shutdown"]["outcome"], "clean");
     assert_eq!(status["recovery"]["last_run"], "Clean");
@@ -227,14 +220,7 @@ async fn sigkill_under_load_loses_nothing_acknowledged() {
     let depot = Depot::start(dir.path(), &[]);
     let checked = check_all_acked_present(&depot.base, &acked).await;
     assert!(checked > 100, "only {checked} acknowledged");
-    let status: Value = client()
-        .get(format!("{}/v1/status", depot.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = depot.status().await;
     assert_eq!(status["recovery"]["last_run"], "Unclean");
     eprintln!("SIGKILL under load: {checked} acknowledged records verified");
 }

@@ -54,6 +54,10 @@ async fn phases_run_in_stage_order_and_a_clean_stop_exits_zero() {
     );
 }
 
+fn phase<'a>(report: &'a winddown::ShutdownReport, name: &str) -> &'a winddown::PhaseReport {
+    report.phases.iter().find(|p| p.name == name).unwrap()
+}
+
 /// A phase that wants more than its weight's share (an unready delay) gets it when the budget
 /// allows, and at most half of the time left when it does not.
 #[tokio::test(start_paused = true)]
@@ -66,12 +70,7 @@ async fn a_phase_gets_what_it_wants_within_half_the_time_left() {
     };
     let log = Log::default();
     let run = testing::simulate(StopReason::ScmStop, plan(&log)).await;
-    let notice = run
-        .report
-        .phases
-        .iter()
-        .find(|p| p.name == "notice")
-        .unwrap();
+    let notice = phase(&run.report, "notice");
     assert_eq!(notice.outcome, PhaseOutcome::Done, "{notice:?}");
     assert!(notice.budget >= Duration::from_secs(6), "{notice:?}");
     assert_eq!(run.report.outcome, Outcome::Clean);
@@ -81,12 +80,7 @@ async fn a_phase_gets_what_it_wants_within_half_the_time_left() {
     let shutdown =
         Shutdown::with_budgets(Budgets::new().with(StopReason::SigTerm, Duration::from_secs(5)));
     let run = testing::simulate_on(&shutdown, StopReason::SigTerm, plan(&log)).await;
-    let notice = run
-        .report
-        .phases
-        .iter()
-        .find(|p| p.name == "notice")
-        .unwrap();
+    let notice = phase(&run.report, "notice");
     assert!(notice.budget <= Duration::from_millis(2500), "{notice:?}");
     assert!(
         matches!(notice.outcome, PhaseOutcome::CutOff { .. }),

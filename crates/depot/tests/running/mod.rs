@@ -80,6 +80,11 @@ impl Depot {
         }
     }
 
+    /// `GET /v1/status`.
+    pub(crate) async fn status(&self) -> Value {
+        get_json(&client(), &format!("{}/v1/status", self.base)).await
+    }
+
     pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
@@ -105,16 +110,11 @@ pub(crate) async fn read_all(base: &str, stream: &str) -> Vec<(u64, Value)> {
     let mut out = Vec::new();
     let mut after = 0;
     loop {
-        let page: Value = http
-            .get(format!(
-                "{base}/v1/streams/{stream}/records?after={after}&limit=1000"
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = get_json(
+            &http,
+            &format!("{base}/v1/streams/{stream}/records?after={after}&limit=1000"),
+        )
+        .await;
         let records = page["records"].as_array().unwrap();
         if records.is_empty() {
             return out;
@@ -124,4 +124,9 @@ pub(crate) async fn read_all(base: &str, stream: &str) -> Vec<(u64, Value)> {
         }
         after = page["next_after"].as_u64().unwrap();
     }
+}
+
+/// `GET url`, whose answer must be JSON.
+pub(crate) async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
 }
