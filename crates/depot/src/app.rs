@@ -36,6 +36,8 @@ pub mod files {
     pub const LAST_SHUTDOWN: &str = "last-shutdown.json";
     /// Temporary files; swept at start.
     pub const TEMP: &str = "tmp";
+    /// The log of a depot the Windows SCM started (it has no console).
+    pub const SERVICE_LOG: &str = "depot.log";
 }
 
 /// Runs depot until it is told to stop; returns the shutdown report.

@@ -5,18 +5,14 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
-
 use std::sync::Mutex;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use depot::config::{Config, LogFormat, Overrides};
 use depot::manage;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use winddown::{Budgets, HostOptions, StopReason};
-
-/// The log file of a Windows service, in its data directory.
-const SERVICE_LOG: &str = "depot.log";
 
 /// mimalloc rather than glibc's malloc: a request's buffers are allocated on a tokio worker and
 /// freed on the committer thread (and the reverse for its acknowledgement), the pattern glibc's
@@ -200,5 +196,5 @@ fn open_service_log(data_dir: &std::path::Path) -> std::io::Result<std::fs::File
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .open(data_dir.join(SERVICE_LOG))
+        .open(data_dir.join(depot::app::files::SERVICE_LOG))
 }

@@ -295,7 +295,7 @@ mod platform {
                  Application, source {SERVICE_NAME}",
                 spec.data_dir.as_deref().map_or_else(
                     || "its data directory".to_owned(),
-                    |d| d.join("depot.log").display().to_string()
+                    |d| d.join(crate::app::files::SERVICE_LOG).display().to_string()
                 )
             );
         }

@@ -65,7 +65,14 @@ enum Launch {
     Console,
 }
 
+/// Looked at once per process (a process-list snapshot): [`started_by_scm`] and
+/// [`run_if_service`] both ask.
 fn launch() -> Launch {
+    static LAUNCH: OnceLock<Launch> = OnceLock::new();
+    *LAUNCH.get_or_init(look_at_parent)
+}
+
+fn look_at_parent() -> Launch {
     match sys::parent_process_image() {
         Ok(Some(parent)) if parent.eq_ignore_ascii_case("services.exe") => Launch::ByScm,
         Ok(_) => Launch::Console,
