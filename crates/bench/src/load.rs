@@ -43,6 +43,18 @@ pub struct Spec {
     pub tolerate_errors: bool,
     /// Each connection stops after this many requests (a fill rather than a timed point).
     pub max_requests: Option<u64>,
+    /// The server's process, whose CPU time over the measurement window is reported
+    /// ([`Outcome::cpu`]).
+    pub server_pid: Option<u32>,
+}
+
+/// CPU time spent inside the measurement window: what one request costs each side.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuUse {
+    /// The server process, all threads (user + system), if its pid was given.
+    pub server: Option<Duration>,
+    /// The load client's own thread (user + system).
+    pub client: Option<Duration>,
 }
 
 /// What one load point measured, counting only the requests that completed inside the
@@ -56,12 +68,43 @@ pub struct Outcome {
     pub window: Duration,
     /// Per-request latency, microseconds.
     pub latency: Histogram<u64>,
+    /// CPU time used during the window.
+    pub cpu: CpuUse,
 }
 
 impl Outcome {
     pub fn records_per_sec(&self) -> f64 {
         self.records as f64 / self.window.as_secs_f64()
     }
+
+    /// Server CPU time per completed request in the window, microseconds.
+    pub fn server_us_per_request(&self) -> Option<f64> {
+        per_request(self.cpu.server, self.requests)
+    }
+
+    /// Load-client CPU time per completed request in the window, microseconds.
+    pub fn client_us_per_request(&self) -> Option<f64> {
+        per_request(self.cpu.client, self.requests)
+    }
+}
+
+fn per_request(cpu: Option<Duration>, requests: u64) -> Option<f64> {
+    (requests > 0).then_some(())?;
+    Some(cpu?.as_secs_f64() * 1e6 / requests as f64)
+}
+
+/// utime + stime of `/proc/<which>/stat` (a process, or `thread-self`). Clock ticks are 1/100 s
+/// on Linux (`USER_HZ`, fixed by the kernel ABI whatever the kernel's own tick rate): over a
+/// window of a second or more that is a resolution of about 1 %.
+fn proc_cpu(which: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?;
+    // The command name (field 2) may hold spaces; the fields after its closing parenthesis don't.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split_ascii_whitespace();
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 /// Runs the load on a new single-threaded runtime (one core at most) and returns when it is done.
@@ -85,6 +128,25 @@ async fn run_async(spec: Spec) -> Outcome {
     let start = Instant::now();
     let window_start = start + spec.warmup;
     let window_end = window_start + spec.measure;
+    // Samples CPU time at the window's edges; on this (current-thread) runtime `thread-self` is
+    // the load client's thread.
+    let server = spec.server_pid.map(|pid| pid.to_string());
+    let cpu = tokio::spawn(async move {
+        tokio::time::sleep_until(window_start.into()).await;
+        let at_start = (
+            server.as_deref().and_then(proc_cpu),
+            proc_cpu("thread-self"),
+        );
+        tokio::time::sleep_until(window_end.into()).await;
+        let at_end = (
+            server.as_deref().and_then(proc_cpu),
+            proc_cpu("thread-self"),
+        );
+        CpuUse {
+            server: at_end.0.zip(at_start.0).map(|(b, a)| b.saturating_sub(a)),
+            client: at_end.1.zip(at_start.1).map(|(b, a)| b.saturating_sub(a)),
+        }
+    });
     let mut tasks = Vec::with_capacity(spec.clients);
     for client in 0..spec.clients {
         let spec = spec.clone();
@@ -99,6 +161,7 @@ async fn run_async(spec: Spec) -> Outcome {
         first_error: None,
         window: spec.measure,
         latency: new_histogram(),
+        cpu: CpuUse::default(),
     };
     for task in tasks {
         let one = task.await.expect("client task");
@@ -112,6 +175,12 @@ async fn run_async(spec: Spec) -> Outcome {
             .latency
             .add(&one.latency)
             .expect("same histogram bounds");
+    }
+    // A fill (`max_requests`) may end before the window does: no CPU figures then.
+    if spec.max_requests.is_none() {
+        total.cpu = cpu.await.expect("cpu sampler");
+    } else {
+        cpu.abort();
     }
     total
 }
@@ -133,6 +202,7 @@ async fn client_loop(
         first_error: None,
         window: spec.measure,
         latency: new_histogram(),
+        cpu: CpuUse::default(),
     };
     let mut conn = match connect(spec.addr).await {
         Ok(c) => c,

@@ -77,6 +77,9 @@ struct Args {
     /// running for `--seconds` — for instruction counts under callgrind.
     #[arg(long)]
     requests: Option<u64>,
+    /// With `--drive`: the server's pid, to print its CPU time per request too.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 /// What a row measures.
@@ -131,13 +134,17 @@ fn main() {
             max_requests: args
                 .requests
                 .map(|n| n.div_ceil(args.clients.max(1) as u64)),
+            server_pid: args.server_pid,
         });
+        let cpu = |v: Option<f64>| v.map_or("—".to_owned(), |us| format!("{us:.1} µs"));
         println!(
-            "{} clients: {:.0} records/s, p50 {} µs, p99 {} µs, {} errors {:?}",
+            "{} clients: {:.0} records/s, p50 {} µs, p99 {} µs, CPU/request server {} client {}, {} errors {:?}",
             args.clients,
             out.records_per_sec(),
             out.latency.value_at_quantile(0.5),
             out.latency.value_at_quantile(0.99),
+            cpu(out.server_us_per_request()),
+            cpu(out.client_us_per_request()),
             out.errors,
             out.first_error
         );
@@ -369,6 +376,7 @@ fn measure_point(
                 },
                 tolerate_errors: false,
                 max_requests: None,
+                server_pid: Some(server.pid()),
             });
             finish(server, out)
         }
@@ -382,6 +390,7 @@ fn measure_point(
                 shape: depot_shape(payload, point.records_per_request, point.streams),
                 tolerate_errors: false,
                 max_requests: None,
+                server_pid: Some(server.pid()),
             });
             finish(server, out)
         }
@@ -395,9 +404,10 @@ fn finish(server: Server, out: Outcome) -> Sample {
         out.records_per_sec(),
         &out.latency,
         out.errors,
-        out.first_error,
+        out.first_error.clone(),
         rss,
     )
+    .with_cpu(&out)
 }
 
 fn depot_shape(payload: &str, records: usize, streams: usize) -> Shape {
@@ -507,6 +517,7 @@ fn soak(bin: &Path, dir: &Path, payload: &str, seconds: u64) -> Soak {
         shape: depot_shape(payload, 1, 1),
         tolerate_errors: false,
         max_requests: None,
+        server_pid: None,
     });
     let samples = sampler.finish();
     let peak_rss = server.peak_rss().unwrap_or(0);
@@ -548,6 +559,7 @@ fn stop_time(bin: &Path, dir: &Path, payload: &str) -> StopTime {
         shape: depot_shape(payload, 1, 1),
         tolerate_errors: true,
         max_requests: None,
+        server_pid: None,
     });
     std::thread::sleep(Duration::from_secs(1));
     let exit_after = server.terminate(Duration::from_secs(30));
@@ -589,6 +601,7 @@ fn restart_after_kill(bin: &Path, dir: &Path, payload: &str, records: u64) -> Re
         shape: depot_shape(payload, per_request as usize, clients as usize),
         tolerate_errors: false,
         max_requests: Some(records.div_ceil(clients * per_request)),
+        server_pid: None,
     });
     let fill = fill_started.elapsed();
     assert_eq!(out.errors, 0, "filling failed: {:?}", out.first_error);
@@ -601,6 +614,7 @@ fn restart_after_kill(bin: &Path, dir: &Path, payload: &str, records: u64) -> Re
         shape: depot_shape(payload, 1, 1),
         tolerate_errors: true,
         max_requests: None,
+        server_pid: None,
     });
     std::thread::sleep(Duration::from_millis(500));
     server.kill();
