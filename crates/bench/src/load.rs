@@ -97,9 +97,14 @@ fn per_request(cpu: Option<Duration>, requests: u64) -> Option<f64> {
 /// on Linux (`USER_HZ`, fixed by the kernel ABI whatever the kernel's own tick rate): over a
 /// window of a second or more that is a resolution of about 1 %.
 fn proc_cpu(which: &str) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?;
-    // The command name (field 2) may hold spaces; the fields after its closing parenthesis don't.
-    let rest = &stat[stat.rfind(')')? + 2..];
+    stat_cpu(&std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?)
+}
+
+/// utime + stime of one `/proc/…/stat` line.
+fn stat_cpu(stat: &str) -> Option<Duration> {
+    // The command name (field 2) may hold spaces and parentheses; the fields after its last
+    // closing parenthesis don't.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
     let mut fields = rest.split_ascii_whitespace();
     // Fields 14 and 15 of the whole line are the 12th and 13th after the name.
     let utime: u64 = fields.nth(11)?.parse().ok()?;
@@ -416,5 +421,16 @@ mod tests {
         assert_eq!(parse_status(head).unwrap(), 201);
         assert_eq!(content_length(head), Some(42));
         assert_eq!(content_length(b"HTTP/1.1 200 OK\r\nx: y"), None);
+    }
+
+    #[test]
+    fn cpu_time_is_read_from_utime_and_stime_whatever_the_command_name() {
+        // A real line's shape: pid (comm) state, then fields 4..; utime=1234, stime=56.
+        let line = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194368 2883 0 0 0 1234 56 0 0 20 0 4 0 \
+                    123 1270512640 7490 18446744073709551615 1 1 0 0 0 0 0 4096 17630 0 0 0 17 1 0 0 0 0 0";
+        assert_eq!(stat_cpu(line), Some(Duration::from_millis(12_900)));
+        assert_eq!(stat_cpu("4242 (x) S 1"), None);
+        // This thread has run a little by now; the figure is there and plausible.
+        assert!(proc_cpu("thread-self").is_some_and(|t| t < Duration::from_secs(3600)));
     }
 }
