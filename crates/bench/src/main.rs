@@ -11,6 +11,7 @@
 #![allow(unreachable_pub)]
 
 mod baselines;
+mod floor;
 mod load;
 mod report;
 mod servers;
@@ -80,6 +81,10 @@ struct Args {
     /// With `--drive`: the server's pid, to print its CPU time per request too.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Internal: serve the HTTP floor (hyper answering a fixed 201) on this address; the
+    /// benchmark starts itself this way for the floor's rows.
+    #[arg(long, hide = true)]
+    serve_http_floor: Option<std::net::SocketAddr>,
 }
 
 /// What a row measures.
@@ -87,6 +92,7 @@ struct Args {
 enum Target {
     Depot(DepotConfig),
     Redis,
+    HttpFloor,
     SqliteLoop,
 }
 
@@ -101,6 +107,9 @@ struct Point {
 
 fn main() {
     let args = Args::parse();
+    if let Some(addr) = args.serve_http_floor {
+        floor::serve(addr);
+    }
     let quick = args.quick;
     let repeat = args.repeat.unwrap_or(if quick { 1 } else { 3 }).max(1);
     let measure = Duration::from_secs_f64(args.seconds.unwrap_or(if quick { 1.5 } else { 4.0 }));
@@ -197,6 +206,14 @@ fn main() {
                 streams: args.streams,
             });
         }
+    }
+    for clients in [1, 64] {
+        points.push(Point {
+            target: Target::HttpFloor,
+            clients,
+            records_per_request: 1,
+            streams: 1,
+        });
     }
     if !args.no_redis {
         for &clients in sweep {
@@ -329,6 +346,7 @@ fn label(p: &Point) -> String {
         Target::Depot(DepotConfig::ONE_PER_COMMIT) => "depot commit_max_batch=1".to_owned(),
         Target::Depot(c) => format!("depot {c:?}"),
         Target::Redis => "redis appendfsync=always".to_owned(),
+        Target::HttpFloor => "HTTP floor: hyper, fixed 201, nothing stored".to_owned(),
         Target::SqliteLoop => "rusqlite loop, sync=FULL".to_owned(),
     };
     let base = if p.records_per_request > 1 {
@@ -374,6 +392,20 @@ fn measure_point(
                 shape: Shape::RedisSet {
                     value: payload.as_bytes().to_vec(),
                 },
+                tolerate_errors: false,
+                max_requests: None,
+                server_pid: Some(server.pid()),
+            });
+            finish(server, out)
+        }
+        Target::HttpFloor => {
+            let server = servers::start_http_floor().unwrap_or_else(|e| panic!("{e}"));
+            let out = load::run(Spec {
+                addr: server.addr,
+                clients: point.clients,
+                warmup,
+                measure,
+                shape: depot_shape(payload, 1, 1),
                 tolerate_errors: false,
                 max_requests: None,
                 server_pid: Some(server.pid()),

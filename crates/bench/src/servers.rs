@@ -185,6 +185,34 @@ pub fn start_depot(bin: &Path, dir: &Path, config: DepotConfig, port: u16) -> Se
     }
 }
 
+/// Starts the HTTP floor (see `floor.rs`): this executable again, with `--serve-http-floor`.
+pub fn start_http_floor() -> Result<Server, String> {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let child = Command::new(exe)
+        .arg("--serve-http-floor")
+        .arg(addr.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start the HTTP floor: {e}"))?;
+    let mut server = Server { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            return Err(format!("the HTTP floor exited at start ({status})"));
+        }
+        if matches!(load::get(addr, "/", Duration::from_secs(1)), Ok((201, _))) {
+            return Ok(server);
+        }
+        if Instant::now() > deadline {
+            return Err("the HTTP floor did not answer in 10 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// Starts a private `redis-server` with `appendonly yes`, `appendfsync always`, no RDB snapshots,
 /// its files in `dir`, on a free loopback port; waits for `PING`.
 pub fn start_redis(dir: &Path) -> Result<Server, String> {
