@@ -111,9 +111,13 @@ impl fmt::Debug for Phase {
 }
 
 impl Phase {
-    /// A phase of `stage` named `name` that runs `action`. The action's future is dropped when
-    /// the phase's budget runs out, so it must be cancel-safe (or hand its work to a thread that
-    /// finishes it regardless).
+    /// A phase of `stage` named `name` that runs `action`. The action's future runs as its own
+    /// tokio task, so that blocking its thread does not stop the drain's progress reports or
+    /// deadlines (on a multi-thread runtime; see [`drain`]). When the phase is cut off (its budget
+    /// runs out, a second stop hurries a best-effort phase) the task is aborted: the future is
+    /// dropped at its next await point, so it must be cancel-safe (or hand its work to a thread
+    /// that finishes it regardless). The drain does not wait for that: a future that is blocking
+    /// its thread at the cut-off runs on until it yields, while the next phases already run.
     pub fn new<F, Fut, E>(stage: Stage, name: impl Into<String>, action: F) -> Self
     where
         F: FnOnce(PhaseContext) -> Fut + Send + 'static,

@@ -3,8 +3,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use futures_util::FutureExt;
 use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
 
 use super::{Criticality, DrainPlan, Phase, PhaseContext, PhaseNotes, Stage};
 use crate::progress::{PhaseProgress, Progress, ProgressEvent, Reporter};
@@ -20,8 +21,16 @@ use crate::shutdown::{Escalation, Shutdown, StopState};
 /// in-flight work) but still runs the required ones (flush, close, release); a third abandons the
 /// drain and returns a [`Outcome::Forced`] report at once (the console host then exits the process).
 ///
+/// Each phase runs as its own task ([`tokio::spawn`]), so that a phase that blocks its thread
+/// (synchronous I/O, a blocking close) does not stop the progress reports the host needs to keep
+/// the service manager waiting, nor its own cut-off: on a multi-thread runtime (what the hosts
+/// build) the drain goes on on another worker. A phase that is cut off is aborted and the drain
+/// moves on at once; its future is dropped at its next await point (see [`Phase::new`]). On a
+/// current-thread runtime a blocking phase still stalls everything until it yields.
+///
 /// # Cancellation safety
-/// Not cancel-safe: dropping the future abandons the drain in the middle of a phase.
+/// Not cancel-safe: dropping the future abandons the drain in the middle of a phase (the running
+/// phase's task is aborted).
 pub async fn drain(
     plan: DrainPlan,
     shutdown: &Shutdown,
@@ -231,8 +240,13 @@ impl<'a> Runner<'a> {
         );
         tracing::info!(phase = %name, %stage, budget_ms = budget.as_millis() as u64, "drain phase started");
 
-        // A panic in a phase is a failed phase, not a crashed drain: flush and close still run.
-        let mut work = std::panic::AssertUnwindSafe(action(ctx)).catch_unwind();
+        // The phase runs as its own task, so that one blocking its thread (synchronous I/O, a
+        // blocking close) stops neither the ticks nor the cut-offs below: on a multi-thread runtime
+        // this loop goes on on another thread. Dropping the handle (a cut-off, or the drain's own
+        // future dropped) aborts the task.
+        let mut work = AbortOnDropHandle::new(tokio::spawn(
+            action(ctx).instrument(tracing::Span::current()),
+        ));
         let mut ticks = tokio::time::interval_at(start + self.tick, self.tick);
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let outcome = loop {
@@ -241,7 +255,10 @@ impl<'a> Runner<'a> {
                 result = &mut work => break match result {
                     Ok(Ok(())) => PhaseOutcome::Done,
                     Ok(Err(e)) => PhaseOutcome::Failed { error: error_chain(&*e) },
-                    Err(panic) => PhaseOutcome::Failed { error: panic_message(&panic) },
+                    // A panic in a phase is a failed phase, not a crashed drain: flush and close still run.
+                    Err(e) if e.is_panic() => PhaseOutcome::Failed { error: panic_message(&e.into_panic()) },
+                    // Cancelled: only by the runtime shutting down under the drain.
+                    Err(e) => PhaseOutcome::Failed { error: e.to_string() },
                 },
                 _ = tokio::time::sleep_until(deadline) => break PhaseOutcome::CutOff { by: CutOffBy::Deadline },
                 changed = self.watch.changed() => {
@@ -263,7 +280,10 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        drop(work);
+        // Cut off: abort, and do not wait. The future is dropped at its next await point, at once
+        // if it is waiting; one blocking its thread goes on until it yields or returns, alongside
+        // the phases after it: waiting for it here would stall the drain it was cut off to save.
+        work.abort(); // a no-op when it ended
         let duration = start.elapsed();
         let detail = notes
             .lock()
