@@ -3,6 +3,10 @@
 //! task per connection, `TCP_NODELAY`), reads the body, and answers `201` with a body shaped like
 //! depot's — storing nothing, with no other thread involved. depot's own rows minus this row is
 //! what depot adds: its handler, the hand-off to the committer thread and back, and SQLite.
+//!
+//! With `hand_off`, each request also makes the trip depot's appends make to its committer and
+//! back — to a plain thread that takes the requests waiting on a channel and answers each through
+//! a oneshot — and nothing else: the price of crossing threads twice per request, on its own.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -19,7 +23,19 @@ const CREATED: &[u8] =
     br#"{"count":1,"first_seq":1,"last_seq":1,"replayed":false,"stream":"bench-0"}"#;
 
 /// Serves on `addr` until the process is killed.
-pub fn serve(addr: SocketAddr) -> ! {
+pub fn serve(addr: SocketAddr, hand_off: bool) -> ! {
+    let peer = hand_off.then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<tokio::sync::oneshot::Sender<()>>();
+        std::thread::Builder::new()
+            .name("hand-off".into())
+            .spawn(move || {
+                while let Ok(ack) = rx.recv() {
+                    let _ = ack.send(());
+                }
+            })
+            .expect("spawn the hand-off thread");
+        tx
+    });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,9 +49,21 @@ pub fn serve(addr: SocketAddr) -> ! {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let peer = peer.clone();
             tokio::spawn(async move {
+                let service = service_fn(move |request| {
+                    let peer = peer.clone();
+                    async move {
+                        if let Some(peer) = peer {
+                            let (ack, acked) = tokio::sync::oneshot::channel();
+                            let _ = peer.send(ack);
+                            let _ = acked.await;
+                        }
+                        answer(request).await
+                    }
+                });
                 let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service_fn(answer))
+                    .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
         }

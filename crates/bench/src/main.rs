@@ -85,6 +85,9 @@ struct Args {
     /// benchmark starts itself this way for the floor's rows.
     #[arg(long, hide = true)]
     serve_http_floor: Option<std::net::SocketAddr>,
+    /// Internal: with `--serve-http-floor`, hand each request to a thread and back.
+    #[arg(long, hide = true)]
+    hand_off: bool,
 }
 
 /// What a row measures.
@@ -92,7 +95,8 @@ struct Args {
 enum Target {
     Depot(DepotConfig),
     Redis,
-    HttpFloor,
+    /// The HTTP floor (`floor.rs`); `true`: with the hand-off to a thread and back.
+    HttpFloor(bool),
     SqliteLoop,
 }
 
@@ -108,7 +112,7 @@ struct Point {
 fn main() {
     let args = Args::parse();
     if let Some(addr) = args.serve_http_floor {
-        floor::serve(addr);
+        floor::serve(addr, args.hand_off);
     }
     let quick = args.quick;
     let repeat = args.repeat.unwrap_or(if quick { 1 } else { 3 }).max(1);
@@ -207,13 +211,15 @@ fn main() {
             });
         }
     }
-    for clients in [1, 64] {
-        points.push(Point {
-            target: Target::HttpFloor,
-            clients,
-            records_per_request: 1,
-            streams: 1,
-        });
+    for hand_off in [false, true] {
+        for clients in [1, 64] {
+            points.push(Point {
+                target: Target::HttpFloor(hand_off),
+                clients,
+                records_per_request: 1,
+                streams: 1,
+            });
+        }
     }
     if !args.no_redis {
         for &clients in sweep {
@@ -346,7 +352,8 @@ fn label(p: &Point) -> String {
         Target::Depot(DepotConfig::ONE_PER_COMMIT) => "depot commit_max_batch=1".to_owned(),
         Target::Depot(c) => format!("depot {c:?}"),
         Target::Redis => "redis appendfsync=always".to_owned(),
-        Target::HttpFloor => "HTTP floor: hyper, fixed 201, nothing stored".to_owned(),
+        Target::HttpFloor(false) => "HTTP floor: hyper, fixed 201, nothing stored".to_owned(),
+        Target::HttpFloor(true) => "HTTP floor + hand-off to a thread and back".to_owned(),
         Target::SqliteLoop => "rusqlite loop, sync=FULL".to_owned(),
     };
     let base = if p.records_per_request > 1 {
@@ -398,8 +405,8 @@ fn measure_point(
             });
             finish(server, out)
         }
-        Target::HttpFloor => {
-            let server = servers::start_http_floor().unwrap_or_else(|e| panic!("{e}"));
+        Target::HttpFloor(hand_off) => {
+            let server = servers::start_http_floor(hand_off).unwrap_or_else(|e| panic!("{e}"));
             let out = load::run(Spec {
                 addr: server.addr,
                 clients: point.clients,

@@ -186,13 +186,14 @@ pub fn start_depot(bin: &Path, dir: &Path, config: DepotConfig, port: u16) -> Se
 }
 
 /// Starts the HTTP floor (see `floor.rs`): this executable again, with `--serve-http-floor`.
-pub fn start_http_floor() -> Result<Server, String> {
+pub fn start_http_floor(hand_off: bool) -> Result<Server, String> {
     let port = free_port();
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let child = Command::new(exe)
         .arg("--serve-http-floor")
         .arg(addr.to_string())
+        .args(hand_off.then_some("--hand-off"))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
