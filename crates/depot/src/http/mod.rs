@@ -139,11 +139,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(handlers::metrics))
         .merge(api)
         .fallback(handlers::not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        // The timeout inside `observe` (the last layer is the outermost): a request the timeout
+        // cuts off is still counted, logged and given its id, and `depot_http_in_flight` comes
+        // back down — with the timeout outside, `observe` was dropped halfway and the gauge kept
+        // every timed-out request.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
             timeout,
         ))
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }
 

@@ -346,6 +346,78 @@ async fn slow_clients_dribbling_headers_are_cut_off_and_others_stay_served() {
     depot.stop(Duration::from_secs(10)).await;
 }
 
+/// A body that stops coming is answered `408` once `request_timeout_ms` has passed, and that
+/// request is observed like any other: it has its `x-request-id`, it is counted in
+/// `depot_http_requests_total` with status 408, and `depot_http_in_flight` comes back down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_stops_coming_gets_408_and_is_counted_like_any_request() {
+    let _serial = support::serial().await;
+    let base = tempfile::tempdir().unwrap();
+    let depot = support::start_ok(&base.path().join("data"), &options()).await;
+    let addr = depot.addr;
+    let (took, answer) = tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream
+            .write_all(b"POST /v1/streams/stalled/records HTTP/1.1\r\nHost: depot\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"half\":")
+            .unwrap();
+        let started = Instant::now();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            answer.extend_from_slice(&buf[..n]);
+            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+        (started.elapsed(), String::from_utf8_lossy(&answer).to_lowercase())
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("http/1.1 408"), "{answer:?}");
+    assert!(answer.contains("x-request-id: "), "{answer:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "answered after {took:?} (request_timeout_ms = 2000)"
+    );
+
+    let metrics = depot
+        .client
+        .send(Method::GET, "/metrics", &[], Vec::new())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&metrics.body).into_owned();
+    let value = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    // The scrape itself is the one request in flight.
+    assert_eq!(value("depot_http_in_flight "), Some(1.0), "{text}");
+    let timed_out = text.lines().find(|l| {
+        l.starts_with("depot_http_requests_total{")
+            && l.contains(r#"status="408""#)
+            && l.contains(r#"route="/v1/streams/:stream/records""#)
+    });
+    assert!(
+        timed_out.is_some_and(|l| l.ends_with(" 1")),
+        "no 408 counted: {text}"
+    );
+    assert!(
+        depot
+            .client
+            .read_stream("stalled")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    depot.stop(Duration::from_secs(10)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_flood_is_held_to_max_connections_and_an_open_client_stays_served() {
     let _serial = support::serial().await;
