@@ -376,64 +376,45 @@ fn measure_point(
     warmup: Duration,
     measure: Duration,
 ) -> Sample {
-    match point.target {
+    let (server, shape) = match point.target {
         Target::SqliteLoop => {
             let out =
                 baselines::sqlite_loop(dir, point.records_per_request, payload, warmup, measure)
                     .expect("the rusqlite baseline");
-            Sample::from_latency(
+            return Sample::from_latency(
                 out.rows as f64 / out.window.as_secs_f64(),
                 &out.latency,
                 0,
                 None,
                 0,
-            )
+            );
         }
-        Target::Redis => {
-            let server = servers::start_redis(dir).unwrap_or_else(|e| panic!("{e}"));
-            let out = load::run(Spec {
-                addr: server.addr,
-                clients: point.clients,
-                warmup,
-                measure,
-                shape: Shape::RedisSet {
-                    value: payload.as_bytes().to_vec(),
-                },
-                tolerate_errors: false,
-                max_requests: None,
-                server_pid: Some(server.pid()),
-            });
-            finish(server, out)
-        }
-        Target::HttpFloor(hand_off) => {
-            let server = servers::start_http_floor(hand_off).unwrap_or_else(|e| panic!("{e}"));
-            let out = load::run(Spec {
-                addr: server.addr,
-                clients: point.clients,
-                warmup,
-                measure,
-                shape: depot_shape(payload, 1, 1),
-                tolerate_errors: false,
-                max_requests: None,
-                server_pid: Some(server.pid()),
-            });
-            finish(server, out)
-        }
-        Target::Depot(config) => {
-            let server = servers::start_depot(depot_bin, dir, config, 0);
-            let out = load::run(Spec {
-                addr: server.addr,
-                clients: point.clients,
-                warmup,
-                measure,
-                shape: depot_shape(payload, point.records_per_request, point.streams),
-                tolerate_errors: false,
-                max_requests: None,
-                server_pid: Some(server.pid()),
-            });
-            finish(server, out)
-        }
-    }
+        Target::Redis => (
+            servers::start_redis(dir).unwrap_or_else(|e| panic!("{e}")),
+            Shape::RedisSet {
+                value: payload.as_bytes().to_vec(),
+            },
+        ),
+        Target::HttpFloor(hand_off) => (
+            servers::start_http_floor(hand_off).unwrap_or_else(|e| panic!("{e}")),
+            depot_shape(payload, 1, 1),
+        ),
+        Target::Depot(config) => (
+            servers::start_depot(depot_bin, dir, config, 0),
+            depot_shape(payload, point.records_per_request, point.streams),
+        ),
+    };
+    let out = load::run(Spec {
+        addr: server.addr,
+        clients: point.clients,
+        warmup,
+        measure,
+        shape,
+        tolerate_errors: false,
+        max_requests: None,
+        server_pid: Some(server.pid()),
+    });
+    finish(server, out)
 }
 
 fn finish(server: Server, out: Outcome) -> Sample {

@@ -42,6 +42,15 @@ async fn post(
 fn raw(addr: SocketAddr, request: &[u8]) -> String {
     let mut stream = TcpStream::connect(addr).unwrap();
     let _ = stream.write_all(request);
+    read_head(&mut stream)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Reads until the end of the answer's head (or EOF, or 10 s), and returns what came.
+fn read_head(stream: &mut TcpStream) -> String {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -56,11 +65,7 @@ fn raw(addr: SocketAddr, request: &[u8]) -> String {
             break;
         }
     }
-    String::from_utf8_lossy(&answer)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned()
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,19 +366,8 @@ async fn a_body_that_stops_coming_gets_408_and_is_counted_like_any_request() {
             .write_all(b"POST /v1/streams/stalled/records HTTP/1.1\r\nHost: depot\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"half\":")
             .unwrap();
         let started = Instant::now();
-        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let mut answer = Vec::new();
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stream.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            answer.extend_from_slice(&buf[..n]);
-            if answer.windows(4).any(|w| w == b"\r\n\r\n") {
-                break;
-            }
-        }
-        (started.elapsed(), String::from_utf8_lossy(&answer).to_lowercase())
+        let answer = read_head(&mut stream);
+        (started.elapsed(), answer.to_lowercase())
     })
     .await
     .unwrap();
