@@ -89,13 +89,15 @@ impl Outcome {
 }
 
 fn per_request(cpu: Option<Duration>, requests: u64) -> Option<f64> {
-    (requests > 0).then_some(())?;
+    if requests == 0 {
+        return None;
+    }
     Some(cpu?.as_secs_f64() * 1e6 / requests as f64)
 }
 
-/// utime + stime of `/proc/<which>/stat` (a process, or `thread-self`). Clock ticks are 1/100 s
-/// on Linux (`USER_HZ`, fixed by the kernel ABI whatever the kernel's own tick rate): over a
-/// window of a second or more that is a resolution of about 1 %.
+/// utime + stime of `/proc/<which>/stat` (a process, or `thread-self`); `None` where there is no
+/// `/proc`. The unit is `USER_HZ` ticks, 1/100 s on x86 and ARM Linux whatever the kernel's own
+/// tick rate (`getconf CLK_TCK`): over a window of a second or more, a resolution of about 1 %.
 fn proc_cpu(which: &str) -> Option<Duration> {
     stat_cpu(&std::fs::read_to_string(format!("/proc/{which}/stat")).ok()?)
 }
