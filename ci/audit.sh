@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Supply-chain checks of Cargo.lock with cargo-deny (policy: deny.toml at the repository root).
+# Supply-chain checks of Cargo.lock (and of the fuzz crate's own crates/depot/fuzz/Cargo.lock) with
+# cargo-deny (policy: deny.toml at the repository root).
 #
 #   licenses  every crate's license is on the allow list
 #   bans      no wildcard versions; duplicate versions reported
@@ -32,6 +33,10 @@ cargo deny --version
 
 echo "ci/audit.sh: cargo deny check licenses bans sources"
 cargo deny check --hide-inclusion-graph licenses bans sources
+# The fuzz crate is a workspace of its own, with its own Cargo.lock: the same policy.
+echo "ci/audit.sh: the same for crates/depot/fuzz"
+cargo deny --manifest-path crates/depot/fuzz/Cargo.toml check \
+    --hide-inclusion-graph licenses bans sources
 
 echo "ci/audit.sh: cargo deny check advisories"
 set +e
