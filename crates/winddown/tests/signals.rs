@@ -32,8 +32,10 @@ fn child_process() {
                 Err(_) => None,
             };
             let slow_flush = scenario == "slow-flush";
+            let blocking_flush = scenario == "blocking-flush";
             let in_flight = match scenario.as_str() {
                 "slow" => Duration::from_secs(2),
+                "blocking-flush" => Duration::ZERO,
                 _ => Duration::from_secs(3600),
             };
             host.shutdown()
@@ -51,6 +53,10 @@ fn child_process() {
                     if slow_flush {
                         tokio::time::sleep(Duration::from_secs(3600)).await;
                     }
+                    if blocking_flush {
+                        // Synchronous work that never yields, far past the budget.
+                        std::thread::sleep(Duration::from_secs(30));
+                    }
                     ctx.set_detail("flushed 7 records");
                     Ok::<_, std::io::Error>(())
                 })
@@ -58,7 +64,8 @@ fn child_process() {
                     Ok::<_, std::io::Error>(())
                 });
             host.ready();
-            println!("READY");
+            let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+            println!("READY on {cpus} CPU(s)");
             let report = host.drain(plan).await;
             println!("REPORT {}", report.to_json());
             Ok(report)
@@ -81,7 +88,23 @@ struct Running {
 }
 
 fn spawn(scenario: &str, lock: Option<&std::path::Path>) -> Running {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    spawn_with(
+        Command::new(std::env::current_exe().unwrap()),
+        scenario,
+        lock,
+    )
+}
+
+/// The child restricted to one CPU (`taskset -c 0`), as in a container limited to one.
+fn spawn_on_one_cpu(scenario: &str) -> Running {
+    let mut taskset = Command::new("taskset");
+    taskset
+        .args(["-c", "0"])
+        .arg(std::env::current_exe().unwrap());
+    spawn_with(taskset, scenario, None)
+}
+
+fn spawn_with(mut cmd: Command, scenario: &str, lock: Option<&std::path::Path>) -> Running {
     cmd.args([
         "--exact",
         "child_process",
@@ -240,6 +263,26 @@ fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
     let (code, took) = child.exit(sent, Duration::from_secs(10));
     assert_eq!(code, winddown::EXIT_FORCED);
     assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+/// A flush that blocks its thread for 30 s, in a process that may use one CPU: the drain still cuts
+/// it off at its budget, runs the phases after it, and the process exits without waiting for the
+/// blocked thread — the runtime has a second worker, and its leftovers get one second.
+#[test]
+fn a_flush_blocking_its_thread_on_one_cpu_is_cut_off_and_the_process_exits() {
+    let mut child = spawn_on_one_cpu("blocking-flush");
+    let ready = child.wait_for("READY", Duration::from_secs(10));
+    assert_eq!(ready, "READY on 1 CPU(s)");
+    let sent = Instant::now();
+    child.signal(Signal::SIGTERM);
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, winddown::EXIT_CUT_OFF);
+    // Within the 5 s budget, plus at most the runtime's one second for its leftovers.
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    let report = child.report();
+    assert_eq!(phase(&report, "flush")["outcome"], "cut_off");
+    assert_eq!(phase(&report, "flush")["by"], "deadline");
+    assert_eq!(phase(&report, "release lock")["outcome"], "done");
 }
 
 #[test]

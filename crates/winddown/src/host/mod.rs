@@ -212,7 +212,9 @@ pub fn started_by_scm() -> bool {
 ///
 /// `app` gets the [`Host`]; it sets up, calls [`Host::ready`], and returns what [`Host::drain`]
 /// returned. The runtime is built here, not by `#[tokio::main]`, because a Windows service's main
-/// thread belongs to the service dispatcher.
+/// thread belongs to the service dispatcher. It has at least two workers, so that a drain phase
+/// blocking its thread still leaves one for the progress reports and deadlines; once `app` has
+/// returned, what is left running gets one second before this returns.
 ///
 /// When `$NOTIFY_SOCKET` is set (Unix) the host is systemd's ([`systemd`]): readiness, status,
 /// stop progress and watchdog pings go to the service manager; the console's stop sources still
@@ -234,17 +236,14 @@ where
         Ok(exit_code) => return exit_code,
         Err(not_a_service) => not_a_service,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             return EXIT_FAILED;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let shutdown = Shutdown::with_budgets(options.budgets);
         if let Some(budget) = stop_budget_from_env() {
             shutdown.set_budget(StopReason::SigTerm, budget);
@@ -256,7 +255,28 @@ where
         }
         let host = Host::new(HostKind::Console, shutdown, Arc::new(LogProgress));
         finish(app(host).await)
-    })
+    });
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    code
+}
+
+/// How long the runtime's leftovers get once the program has returned — a phase cut off while it
+/// blocked its thread, a task that ignored the stop — before the process exits anyway: the exit,
+/// like the SCM's `STOPPED`, must not wait on them for ever.
+pub(crate) const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
+
+/// The hosts' runtime: multi-thread, with at least two workers even where the process may use one
+/// CPU only (a container limited to one): a drain phase that blocks its thread then still leaves a
+/// worker for the progress reports and the deadlines ([`crate::drain`]). `TOKIO_WORKER_THREADS`
+/// decides when it is set.
+pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads(cpus.max(2));
+    }
+    builder.build()
 }
 
 /// The `SIGTERM` budget set by [`STOP_BUDGET_ENV`], if it is set and valid.

@@ -42,9 +42,6 @@ use crate::sys::windows::{self as sys, io_error};
 /// `ERROR_FAILED_SERVICE_CONTROLLER_CONNECT`: the dispatcher was called outside the SCM.
 const NOT_A_SERVICE: i32 = 1063;
 
-/// How long the runtime's leftover tasks get once the program has returned, before `STOPPED`.
-const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(1);
-
 /// The program waiting for `service_main`, which the dispatcher calls with no context.
 static PENDING: Mutex<Option<(HostOptions, BoxedApp)>> = Mutex::new(None);
 /// The exit code `service_main` left for `main`.
@@ -181,14 +178,11 @@ fn serve(options: HostOptions, app: BoxedApp) {
     }
     service.starting();
 
-    let result = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let result = match super::runtime() {
         Ok(runtime) => {
             let result = runtime.block_on(service.run_app(app));
             // Tasks the program left behind get a moment; STOPPED must not wait on them for ever.
-            runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+            runtime.shutdown_timeout(super::RUNTIME_SHUTDOWN);
             result
         }
         Err(e) => Err(format!("cannot start the async runtime: {e}").into()),
