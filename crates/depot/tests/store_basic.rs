@@ -5,8 +5,8 @@ mod common;
 use std::fs;
 use std::path::Path;
 
-use common::{appended, commit, open, request};
-use depot::store::{AppendKind, Appended, LastRun, Record, Rejected, StoreError, UnixMillis};
+use common::{appended, commit, open, payloads, replayed, request, written};
+use depot::store::{LastRun, Record, Rejected, StoreError, UnixMillis};
 use winddown::commit::Sink;
 
 #[test]
@@ -23,14 +23,7 @@ fn append_then_read_round_trip() {
     );
     req.received_at = UnixMillis(1_234_567);
     let acks = commit(&mut writer, &[req]).unwrap();
-    assert_eq!(
-        acks,
-        vec![Ok(Appended {
-            first: 1,
-            last: 2,
-            kind: AppendKind::Written
-        })]
-    );
+    assert_eq!(acks, vec![written(1, 2)]);
 
     let records = readers.read("orders", 0, 100).unwrap();
     assert_eq!(
@@ -125,14 +118,7 @@ fn idempotent_retry_returns_original_sequence_numbers_and_writes_nothing() {
 
     let original = request("s", &["a", "b"], Some("req-1"));
     let first = commit(&mut writer, std::slice::from_ref(&original)).unwrap();
-    assert_eq!(
-        first,
-        vec![Ok(Appended {
-            first: 2,
-            last: 3,
-            kind: AppendKind::Written
-        })]
-    );
+    assert_eq!(first, vec![written(2, 3)]);
 
     // A retry in a later batch, and twice within one batch (the second sees the first).
     let again = commit(
@@ -144,11 +130,7 @@ fn idempotent_retry_returns_original_sequence_numbers_and_writes_nothing() {
         ],
     )
     .unwrap();
-    let replay = Ok(Appended {
-        first: 2,
-        last: 3,
-        kind: AppendKind::Replayed,
-    });
+    let replay = replayed(2, 3);
     assert_eq!(again[1], replay);
     assert_eq!(again[2], replay);
     assert_eq!(appended(&again[0]).first, 4);
@@ -161,41 +143,14 @@ fn idempotent_retry_returns_original_sequence_numbers_and_writes_nothing() {
         ],
     )
     .unwrap();
-    assert_eq!(
-        both_new[0],
-        Ok(Appended {
-            first: 5,
-            last: 5,
-            kind: AppendKind::Written
-        })
-    );
-    assert_eq!(
-        both_new[1],
-        Ok(Appended {
-            first: 5,
-            last: 5,
-            kind: AppendKind::Replayed
-        })
-    );
+    assert_eq!(both_new[0], written(5, 5));
+    assert_eq!(both_new[1], replayed(5, 5));
 
     // Keys are per stream: the same key on another stream is another request.
     let other = commit(&mut writer, &[request("t", &["a", "b"], Some("req-1"))]).unwrap();
-    assert_eq!(
-        other[0],
-        Ok(Appended {
-            first: 1,
-            last: 2,
-            kind: AppendKind::Written
-        })
-    );
+    assert_eq!(other[0], written(1, 2));
 
-    let payloads: Vec<_> = readers
-        .read("s", 0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.payload)
-        .collect();
-    assert_eq!(payloads, ["0", "a", "b", "c", "d"]);
+    assert_eq!(payloads(&readers, "s"), ["0", "a", "b", "c", "d"]);
     writer.close().unwrap();
 
     // The key outlives the process.
@@ -226,34 +181,14 @@ fn conflicting_retry_is_rejected_without_failing_its_neighbours() {
     )
     .unwrap();
     let conflict = Err(Rejected::IdempotencyConflict { first: 1, last: 2 });
-    assert_eq!(
-        acks[0],
-        Ok(Appended {
-            first: 3,
-            last: 3,
-            kind: AppendKind::Written
-        })
-    );
+    assert_eq!(acks[0], written(3, 3));
     assert_eq!(acks[1], conflict);
     assert_eq!(acks[2], conflict);
     assert_eq!(acks[3], conflict);
     assert_eq!(acks[4], Err(Rejected::Empty));
-    assert_eq!(
-        acks[5],
-        Ok(Appended {
-            first: 4,
-            last: 4,
-            kind: AppendKind::Written
-        })
-    );
+    assert_eq!(acks[5], written(4, 4));
 
-    let payloads: Vec<_> = readers
-        .read("s", 0, 100)
-        .unwrap()
-        .into_iter()
-        .map(|r| r.payload)
-        .collect();
-    assert_eq!(payloads, ["a", "b", "before", "after"]);
+    assert_eq!(payloads(&readers, "s"), ["a", "b", "before", "after"]);
     writer.close().unwrap();
 }
 
@@ -344,14 +279,7 @@ fn a_failing_request_rolls_back_the_whole_batch_and_the_writer_goes_on() {
     // Nothing of the failed batch is remembered: not its sequence numbers, not its key.
     writer.debug_execute("DROP TRIGGER temp.boom").unwrap();
     let acks = commit(&mut writer, &[request("s", &["2-again"], Some("k"))]).unwrap();
-    assert_eq!(
-        acks[0],
-        Ok(Appended {
-            first: 2,
-            last: 2,
-            kind: AppendKind::Written
-        })
-    );
+    assert_eq!(acks[0], written(2, 2));
     writer.close().unwrap();
 }
 

@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use depot::store::{Ack, AppendRequest, Appended, Store, StoreOptions, UnixMillis};
+use depot::store::{
+    Ack, AppendKind, AppendRequest, Appended, Readers, Store, StoreOptions, UnixMillis,
+};
 use winddown::commit::Sink;
 
 #[path = "../mounts/mod.rs"]
@@ -31,6 +33,34 @@ pub fn commit<S: Sink>(sink: &mut S, batch: &[S::Item]) -> Result<Vec<S::Ack>, S
 
 pub fn appended(ack: &Ack) -> Appended {
     ack.clone().expect("request accepted")
+}
+
+/// The ack of a request this commit wrote as records `first..=last`.
+pub fn written(first: u64, last: u64) -> Ack {
+    Ok(Appended {
+        first,
+        last,
+        kind: AppendKind::Written,
+    })
+}
+
+/// The ack of a retry answered with the original records `first..=last`.
+pub fn replayed(first: u64, last: u64) -> Ack {
+    Ok(Appended {
+        first,
+        last,
+        kind: AppendKind::Replayed,
+    })
+}
+
+/// The payloads of `stream`'s first 100 records, in order.
+pub fn payloads(readers: &Readers, stream: &str) -> Vec<String> {
+    readers
+        .read(stream, 0, 100)
+        .expect("read the stream")
+        .into_iter()
+        .map(|r| r.payload)
+        .collect()
 }
 
 /// An error with its sources, as a log line would show it.
