@@ -237,113 +237,93 @@ async fn bad_requests_get_their_documented_status_and_code() {
     );
     let http = client();
     let url = |path: &str| format!("{}{path}", depot.base);
-    let post = |path: &str, body: Vec<u8>| http.post(url(path)).body(body).send();
-    let expect = |status: u16, code: &'static str| {
-        move |r: (u16, Value)| {
-            assert_eq!(r.0, status, "{:?}", r.1);
-            assert_eq!(r.1["error"]["code"], code, "{:?}", r.1);
-            assert!(r.1["error"]["message"].as_str().unwrap().len() > 10);
-        }
-    };
     async fn parts(r: reqwest::Response) -> (u16, Value) {
         let status = r.status().as_u16();
         (status, r.json().await.unwrap_or(Value::Null))
     }
     let ok = "/v1/streams/s/records";
-    expect(400, "malformed_json")(parts(post(ok, b"{\"a\":".to_vec()).await.unwrap()).await);
-    expect(400, "malformed_json")(parts(post(ok, b"\"\xff\xfe\"".to_vec()).await.unwrap()).await);
-    expect(400, "too_deep")(
-        parts(
-            post(ok, ("[".repeat(100) + &"]".repeat(100)).into_bytes())
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    expect(400, "invalid_stream_name")(
-        parts(
-            post("/v1/streams/a%20b/records", b"1".to_vec())
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
     let long = format!("/v1/streams/{}/records", "x".repeat(200));
-    expect(400, "invalid_stream_name")(parts(post(&long, b"1".to_vec()).await.unwrap()).await);
-    expect(413, "body_too_large")(parts(post(ok, vec![b' '; 5000]).await.unwrap()).await);
-    expect(400, "too_many_records")(
-        parts(
-            post(ok, b"[1,2,3,4,5,6,7,8,9,10,11]".to_vec())
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    expect(400, "empty_request")(parts(post(ok, b"[]".to_vec()).await.unwrap()).await);
-    expect(404, "not_found")(parts(http.get(url("/v2/nothing")).send().await.unwrap()).await);
-    expect(400, "bad_query")(
-        parts(
-            http.get(url("/v1/streams/s/records?after=x"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    expect(400, "bad_query")(
-        parts(
-            http.get(url("/v1/streams/s/records?limit=0"))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
-    expect(400, "invalid_idempotency_key")(
-        parts(
-            http.post(url(ok))
-                .header("Idempotency-Key", "")
-                .body("1")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
-    );
+    let cases = [
+        (
+            400,
+            "malformed_json",
+            http.post(url(ok)).body(&b"{\"a\":"[..]),
+        ),
+        (
+            400,
+            "malformed_json",
+            http.post(url(ok)).body(&b"\"\xff\xfe\""[..]),
+        ),
+        (
+            400,
+            "too_deep",
+            http.post(url(ok)).body("[".repeat(100) + &"]".repeat(100)),
+        ),
+        (
+            400,
+            "invalid_stream_name",
+            http.post(url("/v1/streams/a%20b/records")).body("1"),
+        ),
+        (400, "invalid_stream_name", http.post(url(&long)).body("1")),
+        (
+            413,
+            "body_too_large",
+            http.post(url(ok)).body(vec![b' '; 5000]),
+        ),
+        (
+            400,
+            "too_many_records",
+            http.post(url(ok)).body("[1,2,3,4,5,6,7,8,9,10,11]"),
+        ),
+        (400, "empty_request", http.post(url(ok)).body("[]")),
+        (404, "not_found", http.get(url("/v2/nothing"))),
+        (
+            400,
+            "bad_query",
+            http.get(url("/v1/streams/s/records?after=x")),
+        ),
+        (
+            400,
+            "bad_query",
+            http.get(url("/v1/streams/s/records?limit=0")),
+        ),
+        (
+            400,
+            "invalid_idempotency_key",
+            http.post(url(ok)).header("Idempotency-Key", "").body("1"),
+        ),
+    ];
+    for (status, code, request) in cases {
+        let (got, body) = parts(request.send().await.unwrap()).await;
+        assert_eq!(
+            (got, body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body:?}"
+        );
+        assert!(
+            body["error"]["message"].as_str().unwrap().len() > 10,
+            "{body:?}"
+        );
+    }
 
     // Idempotency: the same key and body replays; the same key with another body conflicts.
-    let first = parts(
+    let keyed = |body: &'static str| {
         http.post(url(ok))
             .header("Idempotency-Key", "k")
-            .body("[1,2]")
+            .body(body)
             .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    };
+    let first = parts(keyed("[1,2]").await.unwrap()).await;
     assert_eq!(first.0, 201);
-    let again = parts(
-        http.post(url(ok))
-            .header("Idempotency-Key", "k")
-            .body("[1,2]")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let again = parts(keyed("[1,2]").await.unwrap()).await;
     assert_eq!(again.0, 201);
     assert_eq!(again.1["first_seq"], first.1["first_seq"]);
     assert_eq!(again.1["replayed"], true);
-    expect(409, "idempotency_conflict")(
-        parts(
-            http.post(url(ok))
-                .header("Idempotency-Key", "k")
-                .body("[3]")
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await,
+    let (status, conflict) = parts(keyed("[3]").await.unwrap()).await;
+    assert_eq!(
+        (status, conflict["error"]["code"].as_str()),
+        (409, Some("idempotency_conflict")),
+        "{conflict:?}"
     );
 
     // None of that hurt it.
