@@ -724,14 +724,7 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
         f["target"].as_str().unwrap().ends_with("sslmode=disable"),
         "{f:#}"
     );
-    let metrics = client()
-        .get(format!("{}/metrics", depot.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = depot.metrics_text().await;
     let scrape =
         prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let value = |name: &str| {
@@ -789,14 +782,7 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
         status["records"], 33,
         "the record count still counts pruned records"
     );
-    let delivered = client()
-        .get(format!("{}/metrics", depot.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let delivered = depot.metrics_text().await;
     assert!(
         delivered.contains("depot_forward_delivered_total 33"),
         "{delivered}"

@@ -391,12 +391,7 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
     let dir = tempfile::tempdir().unwrap();
     let mut depot = Depot::start(dir.path(), &[]);
     let bin = env!("CARGO_BIN_EXE_depot");
-    let status = Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("status")
-        .output()
-        .unwrap();
+    let status = depot_command(dir.path(), "status");
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(status.status.success());
     assert!(
@@ -407,14 +402,7 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
 
     let stop = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
-        move || {
-            Command::new(bin)
-                .arg("--data-dir")
-                .arg(&dir)
-                .arg("stop")
-                .output()
-                .unwrap()
-        }
+        move || depot_command(&dir, "stop")
     })
     .await
     .unwrap();
@@ -429,12 +417,7 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
         Some(0)
     );
 
-    let status = Command::new(bin)
-        .arg("--data-dir")
-        .arg(dir.path())
-        .arg("status")
-        .output()
-        .unwrap();
+    let status = depot_command(dir.path(), "status");
     assert_eq!(status.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&status.stdout).contains("not running"));
 
@@ -520,4 +503,14 @@ fn install_refuses_windows_only_options_on_linux() {
             "{flag:?}: {stderr}"
         );
     }
+}
+
+/// Runs `depot --data-dir <dir> <command>` to its end.
+fn depot_command(dir: &std::path::Path, command: &str) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_depot"))
+        .arg("--data-dir")
+        .arg(dir)
+        .arg(command)
+        .output()
+        .unwrap()
 }

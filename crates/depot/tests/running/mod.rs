@@ -85,6 +85,18 @@ impl Depot {
         get_json(&client(), &format!("{}/v1/status", self.base)).await
     }
 
+    /// The `/metrics` text.
+    pub(crate) async fn metrics_text(&self) -> String {
+        client()
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub(crate) fn log_text(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
