@@ -7,22 +7,12 @@ mod common;
 
 use std::fs;
 
-use common::{Mount, appended, chain, commit, open, request, skip};
+use common::{Mount, appended, chain, commit, open, skip};
 use depot::store::{AppendRequest, Appended, LastRun, StoreError, Writer};
 use winddown::commit::Sink;
 
 fn batch(n: &mut u64) -> Vec<AppendRequest> {
-    let pad = "f".repeat(1000);
-    (0..8)
-        .map(|i| {
-            *n += 1;
-            let payloads: Vec<String> = (0..4)
-                .map(|j| format!(r#"{{"id":"{n}-{j}","pad":"{pad}"}}"#))
-                .collect();
-            let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
-            request(&format!("s{}", i % 3), &refs, Some(&format!("k{n}")))
-        })
-        .collect()
+    common::padded_batch(n, &"f".repeat(1000), true)
 }
 
 #[test]

@@ -21,7 +21,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Mount, chain, commit, open, request, skip};
+use common::{Mount, chain, commit, open, skip};
 use depot::store::{AppendRequest, Appended, StoreError, Writer};
 use winddown::commit::Sink;
 
@@ -70,17 +70,7 @@ fn mkfs(device: &str) -> Result<(), String> {
 }
 
 fn batch(n: &mut u64) -> Vec<AppendRequest> {
-    let pad = "e".repeat(2000);
-    (0..8)
-        .map(|i| {
-            *n += 1;
-            let payloads: Vec<String> = (0..4)
-                .map(|j| format!(r#"{{"id":"{n}-{j}","pad":"{pad}"}}"#))
-                .collect();
-            let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
-            request(&format!("s{}", i % 3), &refs, None)
-        })
-        .collect()
+    common::padded_batch(n, &"e".repeat(2000), false)
 }
 
 #[test]

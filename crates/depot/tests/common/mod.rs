@@ -53,6 +53,22 @@ pub fn replayed(first: u64, last: u64) -> Ack {
     })
 }
 
+/// Eight requests of four records each (`{"id":"<n>-<j>","pad":"<pad>"}`) over streams s0..s2,
+/// numbered on from `n`; each with its own idempotency key when `keyed`.
+pub fn padded_batch(n: &mut u64, pad: &str, keyed: bool) -> Vec<AppendRequest> {
+    (0..8)
+        .map(|i| {
+            *n += 1;
+            let payloads: Vec<String> = (0..4)
+                .map(|j| format!(r#"{{"id":"{n}-{j}","pad":"{pad}"}}"#))
+                .collect();
+            let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+            let key = keyed.then(|| format!("k{n}"));
+            request(&format!("s{}", i % 3), &refs, key.as_deref())
+        })
+        .collect()
+}
+
 /// The payloads of `stream`'s first 100 records, in order.
 pub fn payloads(readers: &Readers, stream: &str) -> Vec<String> {
     readers
