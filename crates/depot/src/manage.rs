@@ -238,19 +238,8 @@ mod platform {
 mod platform {
     use super::*;
     use winddown::service::windows::{
-        self as scm, Account, IfInstalled, InstallOptions, ManageError, StartMode, Waiting,
+        self as scm, Account, IfInstalled, InstallOptions, StartMode, Waiting,
     };
-
-    fn chain(e: &ManageError) -> String {
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(e);
-        while let Some(s) = source {
-            text.push_str(": ");
-            text.push_str(&s.to_string());
-            source = s.source();
-        }
-        text
-    }
 
     fn show(w: &Waiting) {
         println!("  {w}");
@@ -279,13 +268,16 @@ mod platform {
             } else {
                 IfInstalled::Keep
             });
-        let done = scm::install(spec, &options).map_err(|e| chain(&e))?;
+        let done = scm::install(spec, &options).map_err(|e| winddown::error_chain(&e))?;
         println!("{done}");
         if done.outcome != scm::InstallOutcome::AlreadyInstalled {
             // What the SCM now holds, read back rather than echoed.
             match scm::status(SERVICE_NAME) {
                 Ok(info) => println!("{info}"),
-                Err(e) => println!("warning: cannot read the service back: {}", chain(&e)),
+                Err(e) => println!(
+                    "warning: cannot read the service back: {}",
+                    winddown::error_chain(&e)
+                ),
             }
             if let Some(dir) = &spec.data_dir {
                 println!("  data directory: {}", dir.display());
@@ -333,21 +325,22 @@ mod platform {
 
     pub(super) fn uninstall() -> Result<i32, String> {
         let done = scm::uninstall(SERVICE_NAME, Duration::from_secs(120), &mut show)
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| winddown::error_chain(&e))?;
         println!("{done}");
         Ok(0)
     }
 
     pub(super) fn start() -> Result<i32, String> {
-        let reached =
-            scm::start(SERVICE_NAME, Duration::from_secs(60), &mut show).map_err(|e| chain(&e))?;
+        let reached = scm::start(SERVICE_NAME, Duration::from_secs(60), &mut show)
+            .map_err(|e| winddown::error_chain(&e))?;
         println!("{}", reached.info);
         Ok(0)
     }
 
     pub(super) fn stop(timeout: Duration) -> Option<Result<i32, String>> {
         installed().then(|| {
-            let reached = scm::stop(SERVICE_NAME, timeout, &mut show).map_err(|e| chain(&e))?;
+            let reached = scm::stop(SERVICE_NAME, timeout, &mut show)
+                .map_err(|e| winddown::error_chain(&e))?;
             println!("{}", reached.info);
             Ok(0)
         })

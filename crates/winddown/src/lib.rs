@@ -48,7 +48,7 @@ pub use progress::{NoProgress, PhaseProgress, Progress, ProgressEvent, Reporter}
 pub use reason::{Budgets, DrainMode, StopReason};
 pub use report::{
     CutOffBy, EXIT_CLEAN, EXIT_CUT_OFF, EXIT_FAILED, EXIT_FORCED, Outcome, PhaseOutcome,
-    PhaseReport, ShutdownReport, SkipReason,
+    PhaseReport, ShutdownReport, SkipReason, error_chain,
 };
 pub use shutdown::{Escalation, Shutdown, StopState};
 pub use tasks::Tasks;

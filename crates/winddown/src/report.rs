@@ -221,10 +221,60 @@ pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Erro
     s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
 }
 
+/// An error and its sources on one line, joined with `": "` — how a report writes a failed phase's
+/// error, and how a poisoned committer names its cause. A source whose text the line already holds
+/// is left out: many errors repeat their source's message in their own.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(source) = next {
+        let line = source.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        next = source.source();
+    }
+    text
+}
+
 fn unix_millis<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     let ms = t
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
     s.serialize_u64(ms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+
+    impl fmt::Display for Layer {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|l| l as _)
+        }
+    }
+
+    #[test]
+    fn an_error_chain_is_one_line_without_repeating_a_source_the_text_already_holds() {
+        let disk = Layer("disk full", None);
+        let io = Layer("write failed: disk full", Some(Box::new(disk)));
+        let top = Layer("flush failed", Some(Box::new(io)));
+        assert_eq!(error_chain(&top), "flush failed: write failed: disk full");
+        let plain = Layer(
+            "a",
+            Some(Box::new(Layer("b", Some(Box::new(Layer("c", None)))))),
+        );
+        assert_eq!(error_chain(&plain), "a: b: c");
+    }
 }

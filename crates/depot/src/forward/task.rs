@@ -9,10 +9,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
-use super::error::{ForwardError, chain};
+use super::error::ForwardError;
 use super::pg::{PgConn, Timeouts};
 use super::{Control, Settings, Shared, State};
 use crate::store::{Outbox, OutboxRecord, StoreError, UnixMillis};
+use winddown::error_chain as chain;
 
 /// How often the backlog is looked at when there is nothing to deliver.
 const IDLE_POLL: Duration = Duration::from_millis(200);

@@ -80,13 +80,5 @@ pub fn payloads(readers: &Readers, stream: &str) -> Vec<String> {
 }
 
 /// An error with its sources, as a log line would show it.
-pub fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+#[allow(unused_imports)] // each test file uses its own part
+pub use winddown::error_chain as chain;

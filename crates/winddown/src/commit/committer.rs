@@ -4,9 +4,9 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::error::chain_text;
 use super::shared::{Counters, Outcome, Reply, Shared};
 use super::{CommitConfig, CommitError, Durability, Sink};
+use crate::report::error_chain as chain_text;
 
 /// The body of the committer thread. Returns when intake is closed and the queue is empty.
 pub(super) fn run<S: Sink>(shared: Arc<Shared<S>>, sink: S, config: CommitConfig) {

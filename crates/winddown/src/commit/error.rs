@@ -121,15 +121,3 @@ pub enum CommitError<E> {
         source: std::io::Error,
     },
 }
-
-/// `error` and its sources, joined with `": "`, for [`CommitError::Poisoned::cause`].
-pub(crate) fn chain_text(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(source) = next {
-        text.push_str(": ");
-        text.push_str(&source.to_string());
-        next = source.source();
-    }
-    text
-}

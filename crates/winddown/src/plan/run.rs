@@ -10,7 +10,9 @@ use tracing::Instrument;
 use super::{Criticality, DrainPlan, Phase, PhaseContext, PhaseNotes, Stage};
 use crate::progress::{PhaseProgress, Progress, ProgressEvent, Reporter};
 use crate::reason::StopReason;
-use crate::report::{CutOffBy, Outcome, PhaseOutcome, PhaseReport, ShutdownReport, SkipReason};
+use crate::report::{
+    CutOffBy, Outcome, PhaseOutcome, PhaseReport, ShutdownReport, SkipReason, error_chain,
+};
 use crate::shutdown::{Escalation, Shutdown, StopState};
 
 /// Waits for `shutdown` to be requested, then runs `plan` within the stop's budget, reporting
@@ -308,17 +310,6 @@ impl<'a> Runner<'a> {
             detail,
         }
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
