@@ -13,7 +13,7 @@ use super::error::ForwardError;
 use super::pg::{PgConn, Timeouts};
 use super::{Control, Settings, Shared, State};
 use crate::store::{Outbox, OutboxRecord, StoreError, UnixMillis};
-use winddown::error_chain as chain;
+use winddown::error_chain;
 
 /// How often the backlog is looked at when there is nothing to deliver.
 const IDLE_POLL: Duration = Duration::from_millis(200);
@@ -227,7 +227,7 @@ impl Task {
         } else {
             backoff.next_delay()
         };
-        let message = chain(e);
+        let message = error_chain(e);
         metrics::counter!("depot_forward_errors_total", "kind" => e.kind()).increment(1);
         if attention {
             tracing::error!(error = %message, retry_in_ms = delay.as_millis() as u64, "forwarding to PostgreSQL needs attention");
@@ -276,7 +276,9 @@ impl Task {
                 super::record_backlog(&backlog);
                 self.shared.lock().backlog = backlog;
             }
-            Err(e) => tracing::warn!(error = %chain(&e), "cannot measure the forwarding backlog"),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "cannot measure the forwarding backlog")
+            }
         }
     }
 
@@ -292,7 +294,9 @@ impl Task {
                 self.shared.lock().pruned += n;
                 tracing::debug!(records = n, %retention, "deleted delivered records");
             }
-            Err(e) => tracing::warn!(error = %chain(&e), "retention of delivered records failed"),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(&e), "retention of delivered records failed")
+            }
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use super::shared::{Counters, Outcome, Reply, Shared};
 use super::{CommitConfig, CommitError, Durability, Sink};
-use crate::report::error_chain as chain_text;
+use crate::report::error_chain;
 
 /// The body of the committer thread. Returns when intake is closed and the queue is empty.
 pub(super) fn run<S: Sink>(shared: Arc<Shared<S>>, sink: S, config: CommitConfig) {
@@ -121,7 +121,7 @@ impl<S: Sink> Committer<'_, S> {
                     expected: batch_items,
                     returned,
                 };
-                self.poison(chain_text(&error));
+                self.poison(error_chain(&error));
                 Box::new(move || {
                     Err(CommitError::AckMismatch {
                         expected: batch_items,
@@ -131,7 +131,7 @@ impl<S: Sink> Committer<'_, S> {
             }
             Ok(Err(error)) => {
                 let poisons = S::poisons(&error);
-                let cause = chain_text(&error);
+                let cause = error_chain(&error);
                 if poisons {
                     self.poison(cause);
                 } else {
@@ -209,7 +209,7 @@ impl<S: Sink> Committer<'_, S> {
             Ok(Ok(())) => {}
             Ok(Err(error)) => self.poison(format!(
                 "the final sync failed, so items acknowledged in Buffered mode may be lost: {}",
-                chain_text(&error)
+                error_chain(&error)
             )),
             Err(payload) => self.poison(format!(
                 "the store panicked in its final sync, so items acknowledged in Buffered mode \
