@@ -69,13 +69,7 @@ pub struct Row {
 
 impl Row {
     fn median_by(&self, f: impl Fn(&Sample) -> f64) -> f64 {
-        let mut v: Vec<f64> = self.samples.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        match v.len() {
-            0 => f64::NAN,
-            n if n % 2 == 1 => v[n / 2],
-            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-        }
+        self.median_of_some(|s| Some(f(s))).unwrap_or(f64::NAN)
     }
     /// The median of a figure only some samples have; `None` if none has it.
     fn median_of_some(&self, f: impl Fn(&Sample) -> Option<f64>) -> Option<f64> {

@@ -198,20 +198,9 @@ pub fn start_http_floor(hand_off: bool) -> Result<Server, String> {
         .stdout(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start the HTTP floor: {e}"))?;
-    let mut server = Server { child, addr };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("the HTTP floor exited at start ({status})"));
-        }
-        if matches!(load::get(addr, "/", Duration::from_secs(1)), Ok((201, _))) {
-            return Ok(server);
-        }
-        if Instant::now() > deadline {
-            return Err("the HTTP floor did not answer in 10 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    answering(Server { child, addr }, "the HTTP floor", |addr| {
+        matches!(load::get(addr, "/", Duration::from_secs(1)), Ok((201, _)))
+    })
 }
 
 /// Starts a private `redis-server` with `appendonly yes`, `appendfsync always`, no RDB snapshots,
@@ -232,20 +221,29 @@ pub fn start_redis(dir: &Path) -> Result<Server, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start redis-server ({e}); apt-get install redis-server"))?;
-    let mut server = Server {
+    let server = Server {
         child,
         addr: SocketAddr::from(([127, 0, 0, 1], port)),
     };
+    answering(server, "redis-server", redis_ping)
+}
+
+/// `server` once `answers(addr)` holds; an error if it exits first or 10 s pass.
+fn answering(
+    mut server: Server,
+    what: &str,
+    answers: impl Fn(SocketAddr) -> bool,
+) -> Result<Server, String> {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("redis-server exited at start ({status})"));
+            return Err(format!("{what} exited at start ({status})"));
         }
-        if redis_ping(server.addr) {
+        if answers(server.addr) {
             return Ok(server);
         }
         if Instant::now() > deadline {
-            return Err("redis-server did not answer PING in 10 s".into());
+            return Err(format!("{what} did not answer in 10 s"));
         }
         std::thread::sleep(Duration::from_millis(5));
     }
