@@ -533,3 +533,33 @@ mod platform {
         None
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use crate::config::Overrides;
+
+    /// The last check of [`spec`]: a setting given to `install` that the service would not load
+    /// the same (here, a variable lost on the way) is named, with where it came from.
+    #[test]
+    fn a_setting_the_service_would_not_get_is_named() {
+        let config = Config::load(
+            None,
+            [
+                ("DEPOT_COMMIT_QUEUE".to_owned(), "100".to_owned()),
+                ("DEPOT_MAX_READ_LIMIT".to_owned(), "7".to_owned()),
+            ],
+            &Overrides::default(),
+        )
+        .unwrap();
+        let mut spec = spec(&config, None).unwrap();
+        assert!(differences(&config, None, &spec, false).is_empty());
+        spec.environment.retain(|(k, _)| k != "DEPOT_COMMIT_QUEUE");
+        let found = differences(&config, None, &spec, false);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].starts_with("commit_queue (from DEPOT_COMMIT_QUEUE)"),
+            "{found:?}"
+        );
+    }
+}
