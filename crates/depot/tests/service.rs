@@ -646,7 +646,12 @@ async fn a_non_utf8_variable_is_named_if_it_is_depots_and_ignored_otherwise() {
 #[test]
 fn settings_out_of_range_or_in_conflict_stop_depot_at_start() {
     let dir = tempfile::tempdir().unwrap();
-    let cases: &[(&[(&str, &str)], &[&str])] = &[
+    // (variables, what the message must say)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
         (
             &[("DEPOT_COMMIT_QUEUE", "4294967296")],
             &["`commit_queue`", "1..=1048576"],
