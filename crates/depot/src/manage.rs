@@ -120,7 +120,7 @@ pub fn spec(config: &Config, config_file: Option<&Path>) -> Result<ServiceSpec, 
     }
     let spec = spec.arguments(args);
     if refused.is_empty() {
-        refused = differences(config, config_file.as_deref(), &spec, data_dir.is_some());
+        refused = differences(config, config_file.as_deref(), &spec);
     }
     if !refused.is_empty() {
         return Err(format!(
@@ -177,17 +177,13 @@ fn carried(config: &Config, refused: &mut Vec<String>) -> Vec<(String, String)> 
 }
 
 /// The check behind [`spec`]'s promise: the configuration the service will load from what it is
-/// given (its config file, its arguments, its environment) is the one `install` was given. Each
-/// setting that differs is named; `data_dir` is compared only when it is carried.
-fn differences(
-    config: &Config,
-    config_file: Option<&Path>,
-    spec: &ServiceSpec,
-    data_dir_carried: bool,
-) -> Vec<String> {
+/// given (its config file, its environment, `--listen`) is the one `install` was given. Each
+/// setting that differs is named. `data_dir` is left out: [`spec`] gives it as `--data-dir`, or
+/// leaves it to the service manager's default (`/var/lib/depot`, `%ProgramData%\depot`).
+fn differences(config: &Config, config_file: Option<&Path>, spec: &ServiceSpec) -> Vec<String> {
     let overrides = Overrides {
         listen: Some(config.listen),
-        data_dir: data_dir_carried.then(|| config.data_dir.clone()),
+        data_dir: Some(config.data_dir.clone()),
         ..Overrides::default()
     };
     let service = match Config::load(config_file, spec.environment.clone(), &overrides) {
@@ -203,9 +199,7 @@ fn differences(
     keys.sort();
     keys.dedup();
     keys.into_iter()
-        .filter(|key| {
-            (data_dir_carried || *key != "data_dir") && given.get(*key) != loaded.get(*key)
-        })
+        .filter(|key| *key != "data_dir" && given.get(*key) != loaded.get(*key))
         .map(|key| {
             let origin = config
                 .provenance
@@ -553,9 +547,9 @@ mod tests {
         )
         .unwrap();
         let mut spec = spec(&config, None).unwrap();
-        assert!(differences(&config, None, &spec, false).is_empty());
+        assert!(differences(&config, None, &spec).is_empty());
         spec.environment.retain(|(k, _)| k != "DEPOT_COMMIT_QUEUE");
-        let found = differences(&config, None, &spec, false);
+        let found = differences(&config, None, &spec);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(
             found[0].starts_with("commit_queue (from DEPOT_COMMIT_QUEUE)"),
