@@ -31,13 +31,19 @@ EOF
 
   echo "-- depot install (automatic start is the default; manual here, so that Wine's next"
   echo "   session does not start a leftover)"
+  # DEPOT_MAX_READ_LIMIT: a setting given outside the config file, which the service must get too.
+  export DEPOT_MAX_READ_LIMIT=500
   check "install --print shows the settings and installs nothing" \
-    grep_output 'start: +manual.*account: +NT SERVICE\\depot.*preshutdown timeout: 35 s' \
+    grep_output 'start: +manual.*account: +NT SERVICE\\depot.*preshutdown timeout: 35 s.*environment: +DEPOT_MAX_READ_LIMIT=500' \
     "${depot[@]}" install --print --config "$(win_path "$work/depot.toml")" --start manual
   check "nothing installed by --print" not wine_q sc query depot
   check "install creates the service and shows what the SCM holds" \
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
+  unset DEPOT_MAX_READ_LIMIT
+  check "the setting from the environment is in the service's environment" \
+    grep_output 'DEPOT_MAX_READ_LIMIT=500' \
+    wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\depot' /v Environment
   sed -n '/service depot installed/,/start it with/p' "$LOGS/checks.log" | sed 's/^/       /'
   check "the Event Log source is registered" \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'

@@ -86,14 +86,23 @@ fn main() -> ExitCode {
         log_format: cli.log_format,
         forward_to: cli.forward_to.clone(),
     };
-    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+    // vars_os, not vars: a variable that is not UTF-8 (any program may set one) must not panic.
+    let loaded = depot::config::depot_vars(std::env::vars_os())
+        .and_then(|vars| Config::load(cli.config.as_deref(), vars, &overrides));
+    let config = match loaded {
         Ok(config) => config,
         Err(e) => {
             eprintln!("depot: {e}");
             return ExitCode::from(2);
         }
     };
-    let code = match cli.command.unwrap_or(Command::Run) {
+    let command = cli.command.unwrap_or(Command::Run);
+    if !matches!(command, Command::Run) {
+        for warning in &config.provenance.warnings {
+            eprintln!("depot: warning: {warning}");
+        }
+    }
+    let code = match command {
         Command::Run => serve(config),
         Command::Stop { timeout } => {
             let timeout = Duration::from_secs(timeout);
@@ -140,6 +149,9 @@ fn serve(config: Config) -> i32 {
     #[cfg(unix)]
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o077));
     init_logs(&config);
+    for warning in &config.provenance.warnings {
+        tracing::warn!("{warning}");
+    }
     let mut budgets = Budgets::new();
     if let Some(ms) = config.sigterm_budget_ms {
         budgets.set(StopReason::SigTerm, Duration::from_millis(ms));

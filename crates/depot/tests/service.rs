@@ -514,3 +514,337 @@ fn depot_command(dir: &std::path::Path, command: &str) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// Runs `cmd` with its stderr kept; kills it if it has not exited `within` (an old depot that
+/// took a bad setting would serve for ever). Returns the exit code and stderr.
+fn exit_within(cmd: &mut Command, within: Duration) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + within;
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    (code, stderr)
+}
+
+/// What Kubernetes puts in a pod next to a Service named `depot` (service links). The variables
+/// are only set: nothing is sent to the address.
+const SERVICE_LINKS: &[(&str, &str)] = &[
+    ("DEPOT_SERVICE_HOST", "10.0.0.1"),
+    ("DEPOT_SERVICE_PORT", "8080"),
+    ("DEPOT_SERVICE_PORT_HTTP", "8080"),
+    ("DEPOT_PORT", "tcp://10.0.0.1:8080"),
+    ("DEPOT_PORT_8080_TCP", "tcp://10.0.0.1:8080"),
+    ("DEPOT_PORT_8080_TCP_PROTO", "tcp"),
+    ("DEPOT_PORT_8080_TCP_PORT", "8080"),
+    ("DEPOT_PORT_8080_TCP_ADDR", "10.0.0.1"),
+];
+
+/// Issue #14 item 1: with service links in its environment depot starts, serves, stops and
+/// reports its status; an unknown variable of another shape is a warning naming it, not an exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_service_links_do_not_stop_depot_and_unknown_variables_only_warn() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = SERVICE_LINKS.to_vec();
+    env.push(("DEPOT_MAX_BODDY", "1"));
+    let mut depot = Depot::start(dir.path(), &env);
+    let http = client();
+    let r = http
+        .post(format!("{}/v1/streams/k8s/records", depot.base))
+        .json(&json!({ "hello": "pod" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(read_all(&depot.base, "k8s").await.len(), 1);
+    let log = depot.log_text();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("is not a depot setting"))
+        .collect();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("DEPOT_MAX_BODDY"),
+        "{log}"
+    );
+    assert!(warnings[0].contains("max_body_bytes"), "{log}");
+
+    for command in ["status", "stop"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .arg(command)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("warning: environment variable DEPOT_MAX_BODDY")
+                && !stderr.contains("DEPOT_SERVICE")
+                && !stderr.contains("DEPOT_PORT"),
+            "{command}: {stderr}"
+        );
+    }
+    assert_eq!(
+        tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(10))),
+        Some(0)
+    );
+}
+
+/// Issue #14 item 8: a `DEPOT_*` variable that is not UTF-8 stops depot with a message naming it
+/// (exit 2, no panic); one outside `DEPOT_*` is ignored and depot serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_non_utf8_variable_is_named_if_it_is_depots_and_ignored_otherwise() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let latin1 = OsStr::from_bytes(b"/etc/caf\xe9-token");
+    let (code, stderr) = exit_within(
+        Command::new(env!("CARGO_BIN_EXE_depot"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("DEPOT_AUTH_TOKEN_FILE", latin1),
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("DEPOT_AUTH_TOKEN_FILE")
+            && stderr.contains("not valid UTF-8")
+            && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+
+    let depot = Depot::start_with(dir.path(), &[], |cmd| {
+        cmd.env("LEGACY_LATIN1_NAME", latin1);
+    });
+    let r = client()
+        .post(format!("{}/v1/streams/bytes/records", depot.base))
+        .json(&json!({ "ok": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", depot.log_text());
+}
+
+/// Issue #14 items 7 and 9 through the real binary: settings out of range, or `durability = off`
+/// with forwarding, stop depot at start with exit 2 and a message naming them (the old depot
+/// panicked on the first, and started on the second).
+#[test]
+fn settings_out_of_range_or_in_conflict_stop_depot_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    // (variables, what the message must say)
+    type Case = (
+        &'static [(&'static str, &'static str)],
+        &'static [&'static str],
+    );
+    let cases: &[Case] = &[
+        (
+            &[("DEPOT_COMMIT_QUEUE", "4294967296")],
+            &["`commit_queue`", "1..=1048576"],
+        ),
+        (
+            &[("DEPOT_FORWARD_STATEMENT_TIMEOUT_MS", "1073741824")],
+            &[
+                "`forward_statement_timeout_ms`",
+                "1..=3600000",
+                "2147483647",
+            ],
+        ),
+        (
+            &[
+                ("DEPOT_DURABILITY", "off"),
+                // Port 1 on loopback: nothing listens, nothing leaves the machine.
+                (
+                    "DEPOT_FORWARD_TO",
+                    "postgres://depot@127.0.0.1:1/depot?sslmode=disable",
+                ),
+            ],
+            &["durability", "forward_to", "cannot be used together"],
+        ),
+    ];
+    for (env, expect) in cases {
+        let (code, stderr) = exit_within(
+            Command::new(env!("CARGO_BIN_EXE_depot"))
+                .args(["--listen", "127.0.0.1:0", "--data-dir"])
+                .arg(dir.path())
+                .envs(env.iter().copied()),
+            Duration::from_secs(20),
+        );
+        assert_eq!(code, Some(2), "{env:?}: {stderr}");
+        for e in *expect {
+            assert!(stderr.contains(e), "{env:?}: {e} missing from {stderr}");
+        }
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+/// `depot install --print` with `env` and `args`, in `dir`.
+fn install_print(env: &[(&str, &str)], args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_depot"))
+        .args(args)
+        .args(["install", "--print"])
+        .env_remove("DEPOT_CONFIG")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue #14 item 2: every setting `install` is given outside the config file reaches the unit
+/// (the config file itself by its absolute path), and the unit still passes
+/// `systemd-analyze verify`.
+#[test]
+fn install_carries_every_setting_from_the_environment_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("depot.toml");
+    std::fs::write(
+        &file,
+        "forward_batch = 10\nforward_to = \"postgres://depot:pw@db/depot?sslmode=verify-full\"\n\
+         max_read_limit = 5\n",
+    )
+    .unwrap();
+    let (code, unit, stderr) = install_print(
+        &[
+            ("DEPOT_AUTH_TOKEN_FILE", "/etc/depot/token"),
+            ("DEPOT_MAX_BODY_BYTES", "2097152"),
+            ("DEPOT_MAX_READ_LIMIT", "50"),
+            ("DEPOT_COMMIT_QUEUE", "100"),
+            ("DEPOT_RETAIN_DELIVERED", "7d"),
+            ("DEPOT_SIGTERM_BUDGET_MS", "40000"),
+            ("DEPOT_LOG", "depot=debug,info"),
+        ],
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "0.0.0.0:8080",
+            "--data-dir",
+            "/var/lib/depot-test",
+            "--log-format",
+            "json",
+        ],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in [
+        "Environment=DEPOT_AUTH_TOKEN_FILE=/etc/depot/token",
+        "Environment=DEPOT_MAX_BODY_BYTES=2097152",
+        "Environment=DEPOT_MAX_READ_LIMIT=50",
+        "Environment=DEPOT_COMMIT_QUEUE=100",
+        // The same duration, as depot writes it.
+        "Environment=DEPOT_RETAIN_DELIVERED=1w",
+        "Environment=DEPOT_SIGTERM_BUDGET_MS=40000",
+        "Environment=DEPOT_LOG_FORMAT=json",
+        "Environment=DEPOT_LOG=depot=debug,info",
+        "Environment=WINDDOWN_STOP_BUDGET_MS=40000",
+        "StateDirectory=depot-test",
+    ] {
+        assert!(
+            unit.lines().any(|l| l == line),
+            "{line} missing from\n{unit}"
+        );
+    }
+    let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+    for part in [
+        "--listen 0.0.0.0:8080",
+        &format!("--config {}", file.display()),
+        "--data-dir /var/lib/depot-test",
+    ] {
+        assert!(exec.contains(part), "{part} missing from {exec}");
+    }
+    // What the file says stays in the file (the password included).
+    assert!(
+        !unit.contains("FORWARD") && !unit.contains("pw@"),
+        "the file's settings leaked into the unit:\n{unit}"
+    );
+    assert!(
+        stderr.contains("DEPOT_AUTH_TOKEN_FILE=/etc/depot/token"),
+        "{stderr}"
+    );
+    verify_unit(&unit);
+}
+
+/// Issue #14 item 2: what cannot be carried makes `install` refuse, naming each setting and what
+/// to do, and print (install) nothing; never the password.
+#[test]
+fn install_refuses_settings_it_cannot_carry_and_names_them() {
+    let url = "postgres://depot:s3cret@db/depot?sslmode=verify-full";
+    let (code, out, stderr) =
+        install_print(&[("DEPOT_FORWARD_TO", url)], &["--data-dir", "/srv/depot"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(out.is_empty(), "{out}");
+    for part in [
+        "forward_to (from DEPOT_FORWARD_TO)",
+        "--config FILE",
+        "data_dir = /srv/depot (from --data-dir)",
+        "/var/lib",
+        "installed nothing",
+    ] {
+        assert!(stderr.contains(part), "{part} missing from {stderr}");
+    }
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+
+    let (code, _, stderr) = install_print(&[], &["--forward-to", url]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("forward_to (from --forward-to)") && !stderr.contains("s3cret"),
+        "{stderr}"
+    );
+
+    // From the file, both are fine: the file goes with the service.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("depot.toml");
+    std::fs::write(
+        &file,
+        format!("forward_to = \"{url}\"\ndata_dir = \"/var/lib/depot-file\"\n"),
+    )
+    .unwrap();
+    let (code, unit, stderr) = install_print(&[], &["--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        unit.contains("StateDirectory=depot-file") && !unit.contains("s3cret"),
+        "{unit}"
+    );
+}
+
+/// `systemd-analyze verify` on `unit`, when systemd's tools are here.
+fn verify_unit(unit: &str) {
+    if Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED systemd-analyze verify: install Debian's `systemd` package to run it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("depot.service");
+    std::fs::write(&path, unit).unwrap();
+    let verify = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success(),
+        "{}\n{unit}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+}

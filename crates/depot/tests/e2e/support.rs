@@ -99,8 +99,8 @@ pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    for (k, _) in std::env::vars() {
-        if k.starts_with("DEPOT_") || k == "NOTIFY_SOCKET" {
+    for (k, _) in std::env::vars_os() {
+        if k.as_encoded_bytes().starts_with(b"DEPOT_") || k == "NOTIFY_SOCKET" {
             command.env_remove(k);
         }
     }

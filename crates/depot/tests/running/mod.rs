@@ -21,6 +21,15 @@ pub(crate) struct Depot {
 
 impl Depot {
     pub(crate) fn start(dir: &Path, env: &[(&str, &str)]) -> Depot {
+        Depot::start_with(dir, env, |_| {})
+    }
+
+    /// [`Depot::start`], with `more` adding to the command (variables that are not text…).
+    pub(crate) fn start_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        more: impl FnOnce(&mut Command),
+    ) -> Depot {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_depot"));
         cmd.args([
             "--listen",
@@ -37,6 +46,7 @@ impl Depot {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        more(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
