@@ -248,7 +248,9 @@ fn drain_plan(
                 Ok(())
             },
         )
-        // The lock was released with the writer, after the clean-shutdown marker was written.
+        // The lock was released with the writer, after the clean-shutdown marker was written — or,
+        // if a connection outlived it (the forwarder's outbox, after its phases were cut off), it
+        // stays held until that one closes too: a new depot must not open a WAL still written to.
         .phase(Stage::Release, "temp area", move |_| async move {
             let _ = fs::remove_file(&running_file);
             temp.release()?;

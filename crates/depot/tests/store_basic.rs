@@ -93,7 +93,9 @@ fn sequences_are_per_stream_contiguous_and_survive_reopen() {
         .map(|r| (r.seq, r.payload))
         .collect();
     assert_eq!(a, vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]);
-    drop(writer); // not closed: the next open must still find everything
+    // Not closed, as in a crash: the next open must still find everything. (The readers go too:
+    // while any connection of the store is open, its lock stays held.)
+    drop((writer, store.readers));
 
     let store = open(dir.path());
     assert_eq!(store.report.last_run, LastRun::Unclean);

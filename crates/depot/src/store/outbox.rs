@@ -71,6 +71,9 @@ pub enum Prune {
 pub struct Outbox {
     conn: Connection,
     paths: Arc<Paths>,
+    /// A share of the data directory's lock: it stays held until this connection has closed
+    /// (fields drop in order), even if the writer closed first.
+    _lock: Arc<winddown::LockFile>,
 }
 
 impl fmt::Debug for Outbox {
@@ -83,8 +86,10 @@ impl fmt::Debug for Outbox {
 
 impl Outbox {
     /// Opens the outbox's own connection to the store that `readers` read (which must be open:
-    /// the writer holds the data directory's lock).
+    /// [`StoreError::Closed`] otherwise). The data directory's lock stays held until this
+    /// connection is closed (dropped), even if the writer closes first.
     pub fn open(readers: &Readers) -> Result<Outbox, StoreError> {
+        let lock = readers.lock()?;
         let paths = readers.paths().clone();
         let db = paths.db.as_path();
         let sqlite = |e| StoreError::sqlite(db, e);
@@ -97,7 +102,11 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         conn.set_prepared_statement_cache_capacity(16);
-        Ok(Outbox { conn, paths })
+        Ok(Outbox {
+            conn,
+            paths,
+            _lock: lock,
+        })
     }
 
     fn sqlite(&self, e: rusqlite::Error) -> StoreError {

@@ -2,10 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, params};
+
+use winddown::LockFile;
 
 use super::StoreError;
 use super::open::Paths;
@@ -33,6 +35,12 @@ pub struct Record {
     pub received_at: UnixMillis,
 }
 
+/// A connection and the lock it keeps held. Fields drop in order: the connection closes first.
+pub(super) struct Held {
+    pub(super) conn: Connection,
+    pub(super) _lock: Arc<LockFile>,
+}
+
 /// A cheap-to-clone handle on a pool of read-only connections. Every method blocks on SQLite:
 /// call it from `tokio::task::spawn_blocking` (or another thread), not from an async task.
 ///
@@ -45,7 +53,12 @@ pub struct Readers {
 
 struct Pool {
     paths: Arc<Paths>,
-    idle: Mutex<Vec<Connection>>,
+    /// The data directory's lock, held by the [`Writer`](super::Writer). Every open connection
+    /// holds a strong reference beside it, so that the lock is released only once the last
+    /// connection to the store has closed; once the writer has closed (and no connection is open)
+    /// it is gone, and no new connection opens.
+    lock: Weak<LockFile>,
+    idle: Mutex<Vec<Held>>,
     closed: AtomicBool,
     max_idle: usize,
     busy_timeout: Duration,
@@ -61,10 +74,16 @@ impl fmt::Debug for Readers {
 }
 
 impl Readers {
-    pub(super) fn new(paths: Arc<Paths>, max_idle: usize, busy_timeout: Duration) -> Readers {
+    pub(super) fn new(
+        paths: Arc<Paths>,
+        lock: Weak<LockFile>,
+        max_idle: usize,
+        busy_timeout: Duration,
+    ) -> Readers {
         Readers {
             inner: Arc::new(Pool {
                 paths,
+                lock,
                 idle: Mutex::new(Vec::new()),
                 closed: AtomicBool::new(false),
                 max_idle,
@@ -136,6 +155,17 @@ impl Readers {
         &self.inner.paths
     }
 
+    /// A share of the data directory's lock for a new connection (the outbox's), or
+    /// [`StoreError::Closed`] once the writer has released it.
+    pub(super) fn lock(&self) -> Result<Arc<LockFile>, StoreError> {
+        match self.inner.lock.upgrade() {
+            Some(lock) if !self.inner.closed.load(Ordering::SeqCst) => Ok(lock),
+            _ => Err(StoreError::Closed {
+                path: self.inner.paths.db.clone(),
+            }),
+        }
+    }
+
     /// How long a connection waits for another's lock.
     pub(super) fn busy_timeout(&self) -> Duration {
         self.inner.busy_timeout
@@ -149,7 +179,16 @@ impl Readers {
         drop(idle);
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+    /// A test seam: runs `f` on one of the pool's connections, as every read does.
+    #[doc(hidden)]
+    pub fn debug_with_conn<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+    ) -> Result<T, StoreError> {
+        self.with_conn(f)
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Held>> {
         // A panic while holding the lock cannot leave the Vec half-updated.
         self.inner
             .idle
@@ -167,23 +206,24 @@ impl Readers {
             return Err(StoreError::Closed { path: db.clone() });
         }
         let reused = self.lock_idle().pop();
-        let conn = match reused {
-            Some(conn) => conn,
+        let held = match reused {
+            Some(held) => held,
             None => self.open_one()?,
         };
         // On error the connection is dropped rather than returned: it may be mid-statement.
-        let value = f(&conn).map_err(|e| StoreError::sqlite(db, e))?;
+        let value = f(&held.conn).map_err(|e| StoreError::sqlite(db, e))?;
         if !pool.closed.load(Ordering::SeqCst) {
             let mut idle = self.lock_idle();
             if idle.len() < pool.max_idle {
-                idle.push(conn);
+                idle.push(held);
             }
         }
         Ok(value)
     }
 
-    fn open_one(&self) -> Result<Connection, StoreError> {
+    fn open_one(&self) -> Result<Held, StoreError> {
         let db = &self.inner.paths.db;
+        let lock = self.lock()?;
         let conn = Connection::open_with_flags(
             db,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -191,6 +231,6 @@ impl Readers {
         .map_err(|e| StoreError::sqlite(db, e))?;
         conn.busy_timeout(self.inner.busy_timeout)
             .map_err(|e| StoreError::sqlite(db, e))?;
-        Ok(conn)
+        Ok(Held { conn, _lock: lock })
     }
 }
