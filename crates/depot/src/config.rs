@@ -40,6 +40,9 @@ pub struct Config {
     pub max_records_per_request: usize,
     /// Most records one read returns.
     pub max_read_limit: usize,
+    /// Most payload bytes one read returns (a single larger record still comes, alone): bounds
+    /// the memory a page of large records takes.
+    pub max_page_bytes: usize,
     /// Most open connections; more wait in the OS backlog.
     pub max_connections: usize,
     /// Time a client gets to send its request headers.
@@ -72,6 +75,10 @@ pub struct Config {
     pub forward_to: Option<ForwardTo>,
     /// Most records in one PostgreSQL transaction.
     pub forward_batch: usize,
+    /// Most payload bytes in one PostgreSQL transaction (a single larger record still goes,
+    /// alone): bounds the forwarder's memory and keeps a batch well under PostgreSQL's 1 GiB
+    /// message limit.
+    pub forward_batch_bytes: usize,
     /// Time allowed to connect to PostgreSQL (unless the connection string sets
     /// `connect_timeout`).
     pub forward_connect_timeout_ms: u64,
@@ -102,6 +109,7 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_records_per_request: 1000,
             max_read_limit: 1000,
+            max_page_bytes: 4 << 20,
             max_connections: 1024,
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
@@ -113,6 +121,7 @@ impl Default for Config {
             auth_token_file: None,
             forward_to: None,
             forward_batch: 1000,
+            forward_batch_bytes: 16 << 20,
             forward_connect_timeout_ms: 10_000,
             forward_statement_timeout_ms: 30_000,
             retain_delivered: None,
@@ -308,6 +317,20 @@ impl Config {
                 });
             }
         }
+        // The byte budgets of a page and of a forwarding batch: below 1 KiB every page or batch
+        // is one record; above the top, memory is no longer bounded in any useful sense (and a
+        // forwarding batch nears PostgreSQL's 1 GiB message limit).
+        for (key, value, max) in [
+            ("max_page_bytes", self.max_page_bytes, 1usize << 30),
+            ("forward_batch_bytes", self.forward_batch_bytes, 256 << 20),
+        ] {
+            if !(1024..=max).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    key,
+                    problem: format!("must be between 1024 and {max} bytes, not {value}"),
+                });
+            }
+        }
         if let Some(to) = &self.forward_to {
             Target::parse(&to.0).map_err(|problem| ConfigError::OutOfRange {
                 key: "forward_to",
@@ -495,5 +518,29 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("`commit_queue`"), "{e}");
+    }
+
+    #[test]
+    fn byte_budgets_are_range_checked() {
+        let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
+        assert_eq!((c.max_page_bytes, c.forward_batch_bytes), (4 << 20, 16 << 20));
+        for (var, value, key) in [
+            ("DEPOT_MAX_PAGE_BYTES", "100", "`max_page_bytes`"),
+            ("DEPOT_MAX_PAGE_BYTES", "2000000000", "`max_page_bytes`"),
+            ("DEPOT_FORWARD_BATCH_BYTES", "0", "`forward_batch_bytes`"),
+            ("DEPOT_FORWARD_BATCH_BYTES", "1073741824", "`forward_batch_bytes`"),
+        ] {
+            let e = Config::load(None, env(&[(var, value)]), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains("between 1024 and"), "{e}");
+        }
+        let c = Config::load(
+            None,
+            env(&[("DEPOT_MAX_PAGE_BYTES", "65536")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.max_page_bytes, 65536);
     }
 }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use winddown::LockFile;
 
@@ -109,30 +109,44 @@ impl Readers {
         })
     }
 
-    /// Up to `limit` records of `stream` with a sequence number above `after_seq`, in order. An
-    /// unknown stream has no records.
+    /// Up to `limit` records of `stream` with a sequence number above `after_seq`, in order, with
+    /// no byte budget: the page holds up to `limit` whole records in memory. An unknown stream has
+    /// no records. See [`Readers::read_page`].
     pub fn read(
         &self,
         stream: &str,
         after_seq: u64,
         limit: usize,
     ) -> Result<Vec<Record>, StoreError> {
-        let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read_page(stream, after_seq, limit, usize::MAX)
+    }
+
+    /// Up to `limit` records of `stream` with a sequence number above `after_seq`, in order, whose
+    /// payloads add up to at most `max_bytes` — except that the first record is always returned,
+    /// however large, so that a reader paging with the last `seq` always gets on. An unknown
+    /// stream has no records.
+    ///
+    /// Rows are read only as far as the budget reaches: the sizes are read first (from the row
+    /// headers, `octet_length`), then only the payloads that fit, in the same read transaction.
+    pub fn read_page(
+        &self,
+        stream: &str,
+        after_seq: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>, StoreError> {
         self.with_conn(|conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT seq, payload, received_at_ms FROM records \
-                 WHERE stream_id = (SELECT id FROM streams WHERE name = ?1) AND seq > ?2 \
-                 ORDER BY seq LIMIT ?3",
-            )?;
-            let rows = stmt.query_map(params![stream, after, limit], |row| {
-                Ok(Record {
-                    seq: seq_u64(row.get(0)?),
-                    payload: row.get(1)?,
-                    received_at: UnixMillis(row.get(2)?),
-                })
-            })?;
-            rows.collect()
+            let tx = conn.unchecked_transaction()?;
+            let id: Option<i64> = tx
+                .prepare_cached("SELECT id FROM streams WHERE name = ?1")?
+                .query_row([stream], |row| row.get(0))
+                .optional()?;
+            let records = match id {
+                Some(id) => records_after(&tx, id, after_seq, limit, max_bytes, true)?.0,
+                None => Vec::new(),
+            };
+            tx.commit()?;
+            Ok(records)
         })
     }
 
@@ -233,4 +247,57 @@ impl Readers {
             .map_err(|e| StoreError::sqlite(db, e))?;
         Ok(Held { conn, _lock: lock })
     }
+}
+
+/// Up to `limit` records of the stream with id `stream_id` past `after_seq`, in order, whose
+/// payloads add up to at most `max_bytes`; if `first_always`, the first record comes even when it
+/// alone is larger. Returns the records and their payload bytes.
+///
+/// Reads the sizes first (`octet_length` reads a row's header, not its payload), then only the
+/// rows that fit: a budget reached is a query stopped, not rows loaded and thrown away. Call it
+/// inside a transaction so that both statements see the same rows.
+pub(super) fn records_after(
+    conn: &Connection,
+    stream_id: i64,
+    after_seq: u64,
+    limit: usize,
+    max_bytes: usize,
+    first_always: bool,
+) -> rusqlite::Result<(Vec<Record>, usize)> {
+    let after = i64::try_from(after_seq).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (mut count, mut bytes) = (0i64, 0usize);
+    {
+        let mut sizes = conn.prepare_cached(
+            "SELECT octet_length(payload) FROM records \
+             WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+        )?;
+        let mut rows = sizes.query(params![stream_id, after, limit])?;
+        while let Some(row) = rows.next()? {
+            let size = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
+            let fits = bytes.saturating_add(size) <= max_bytes;
+            if !fits && !(first_always && count == 0) {
+                break;
+            }
+            bytes = bytes.saturating_add(size);
+            count += 1;
+        }
+    }
+    if count == 0 {
+        return Ok((Vec::new(), 0));
+    }
+    let mut read = conn.prepare_cached(
+        "SELECT seq, payload, received_at_ms FROM records \
+         WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
+    )?;
+    let records = read
+        .query_map(params![stream_id, after, count], |row| {
+            Ok(Record {
+                seq: seq_u64(row.get(0)?),
+                payload: row.get(1)?,
+                received_at: UnixMillis(row.get(2)?),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((records, bytes))
 }
