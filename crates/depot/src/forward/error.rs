@@ -118,6 +118,19 @@ impl ForwardError {
         }
     }
 
+    /// PostgreSQL (`statement_timeout`: SQLSTATE 57014) or the client gave up on a statement
+    /// that took too long: a smaller batch may succeed where this one did not.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            ForwardError::Timeout { .. } => true,
+            ForwardError::Statement {
+                sqlstate: Some(code),
+                ..
+            } => code == "57014",
+            _ => false,
+        }
+    }
+
     /// A short name for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::StoreError;
 use super::open::Paths;
-use super::readers::Readers;
+use super::readers::{Readers, records_after};
 use super::writer::{UnixMillis, seq_u64};
 
 /// Most rows one retention transaction deletes, so that appends never wait long for the lock.
@@ -163,48 +163,62 @@ impl Outbox {
         result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
     }
 
-    /// Up to `max` undelivered records, in sequence order within each stream. Streams take turns:
-    /// the first one read is the `turn`-th (modulo the number of streams with a backlog), so that
-    /// one busy stream cannot starve the others.
+    /// Up to `max` undelivered records, in sequence order within each stream, with no byte
+    /// budget. See [`Outbox::next_batch_within`].
     pub fn next_batch(&self, max: usize, turn: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let pending = pending(&self.conn).map_err(|e| self.sqlite(e))?;
+        self.next_batch_within(max, usize::MAX, turn)
+    }
+
+    /// Up to `max` undelivered records whose payloads add up to at most `max_bytes` (the first
+    /// record comes even if it alone is larger, so that a large record is never stuck), in
+    /// sequence order within each stream. Streams take turns: the first one read is the
+    /// `turn`-th (modulo the number of streams with a backlog), so that one busy stream cannot
+    /// starve the others. Rows are read only as far as the budget reaches.
+    pub fn next_batch_within(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        turn: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.sqlite(e))?;
+        let pending = pending(&tx).map_err(|e| self.sqlite(e))?;
         if pending.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
         let first = turn % pending.len();
         let mut batch = Vec::new();
-        let mut read = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, payload, received_at_ms FROM records \
-                 WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        let mut bytes = 0usize;
         for p in pending[first..].iter().chain(&pending[..first]) {
             let room = max - batch.len();
-            if room == 0 {
+            let budget = max_bytes.saturating_sub(bytes);
+            if room == 0 || (budget == 0 && !batch.is_empty()) {
                 break;
             }
-            let rows = read
-                .query_map(
-                    params![
-                        p.stream_id,
-                        p.delivered,
-                        i64::try_from(room).unwrap_or(i64::MAX)
-                    ],
-                    |row| {
-                        Ok(OutboxRecord {
-                            stream: p.name.clone(),
-                            seq: seq_u64(row.get(0)?),
-                            payload: row.get(1)?,
-                            received_at: UnixMillis(row.get(2)?),
-                        })
-                    },
-                )
-                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-                .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
-            batch.extend(rows);
+            let (records, read) = records_after(
+                &tx,
+                p.stream_id,
+                seq_u64(p.delivered),
+                room,
+                budget,
+                batch.is_empty(),
+            )
+            .map_err(|e| self.sqlite(e))?;
+            if records.is_empty() {
+                // The next stream's first record is larger than what is left of the budget.
+                break;
+            }
+            bytes = bytes.saturating_add(read);
+            batch.extend(records.into_iter().map(|r| OutboxRecord {
+                stream: p.name.clone(),
+                seq: r.seq,
+                payload: r.payload,
+                received_at: r.received_at,
+            }));
         }
+        tx.commit().map_err(|e| self.sqlite(e))?;
         Ok(batch)
     }
 
