@@ -523,12 +523,19 @@ mod tests {
     #[test]
     fn byte_budgets_are_range_checked() {
         let c = Config::load(None, env(&[]), &Overrides::default()).unwrap();
-        assert_eq!((c.max_page_bytes, c.forward_batch_bytes), (4 << 20, 16 << 20));
+        assert_eq!(
+            (c.max_page_bytes, c.forward_batch_bytes),
+            (4 << 20, 16 << 20)
+        );
         for (var, value, key) in [
             ("DEPOT_MAX_PAGE_BYTES", "100", "`max_page_bytes`"),
             ("DEPOT_MAX_PAGE_BYTES", "2000000000", "`max_page_bytes`"),
             ("DEPOT_FORWARD_BATCH_BYTES", "0", "`forward_batch_bytes`"),
-            ("DEPOT_FORWARD_BATCH_BYTES", "1073741824", "`forward_batch_bytes`"),
+            (
+                "DEPOT_FORWARD_BATCH_BYTES",
+                "1073741824",
+                "`forward_batch_bytes`",
+            ),
         ] {
             let e = Config::load(None, env(&[(var, value)]), &Overrides::default())
                 .unwrap_err()

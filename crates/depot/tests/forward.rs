@@ -853,7 +853,10 @@ async fn large_records_forward_in_batches_bounded_by_bytes() {
         .await
         .unwrap();
     let (count, min, max): (i64, i32, i32) = (row.get(0), row.get(1), row.get(2));
-    assert_eq!((count, min, max), (RECORDS as i64, SIZE as i32, SIZE as i32));
+    assert_eq!(
+        (count, min, max),
+        (RECORDS as i64, SIZE as i32, SIZE as i32)
+    );
     let batches = f["batches"].as_u64().unwrap();
     eprintln!(
         "{RECORDS} records of {SIZE} bytes forwarded in {batches} batches in {took:?}; peak RSS \
@@ -999,7 +1002,9 @@ async fn a_dropped_records_table_gets_every_record_again() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        depot.log_text().contains("every record still in the local store"),
+        depot
+            .log_text()
+            .contains("every record still in the local store"),
         "no warning that everything is sent again:\n{}",
         depot.log_text()
     );

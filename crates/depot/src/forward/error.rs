@@ -81,6 +81,15 @@ pub enum ForwardError {
         /// The sequence number.
         seq: i64,
     },
+    /// `depot_records` or `depot_rejected` is not the table this connection found at its start:
+    /// it was dropped (and maybe created again). The batch was rolled back; the next connection
+    /// delivers every record still in the local store to the new table.
+    #[error(
+        "PostgreSQL table depot_records or depot_rejected was dropped or replaced while depot \
+         was delivering; the batch was rolled back, and every record still in the local store \
+         will be delivered to the new table"
+    )]
+    TablesReplaced,
     /// The TLS settings cannot be used (an unreadable `sslrootcert`, …).
     #[error("cannot set up forwarding to PostgreSQL: {0}")]
     Setup(String),
@@ -137,7 +146,9 @@ impl ForwardError {
             ForwardError::Connect { .. } => "connect",
             ForwardError::Timeout { .. } => "timeout",
             ForwardError::Statement { .. } => "statement",
-            ForwardError::SchemaVersion { .. } | ForwardError::ForeignTable { .. } => "schema",
+            ForwardError::SchemaVersion { .. }
+            | ForwardError::ForeignTable { .. }
+            | ForwardError::TablesReplaced => "schema",
             ForwardError::OriginCollision { .. } => "origin_collision",
             ForwardError::Store(_) => "store",
             ForwardError::Setup(_) => "setup",

@@ -227,13 +227,40 @@ impl Task {
             conn = connect => conn?,
             () = interrupted(self.control.clone()) => return Err(ForwardError::CutOff),
         };
-        let target_id = conn.target_id.clone();
-        if self.store(move |o| o.bind_target(&target_id)).await? {
+        let (target_id, tables) = (conn.target_id.clone(), conn.tables.clone());
+        let (new_target, new_tables) = self
+            .store(move |o| Ok((o.bind_target(&target_id)?, o.bind_tables(&tables)?)))
+            .await?;
+        if new_target {
             tracing::warn!(
                 target = %self.shared.target,
                 "forward_to now names another PostgreSQL database than the one the delivery \
                  cursors refer to: every record still in the local store will be delivered to it"
             );
+        }
+        if new_tables {
+            tracing::warn!(
+                target = %self.shared.target,
+                "PostgreSQL's depot_records (or depot_rejected) is not the table the delivery \
+                 cursors refer to — it was dropped and created again: every record still in the \
+                 local store will be delivered to it"
+            );
+        }
+        if new_target || new_tables {
+            // Records that retention deleted after delivering them cannot be sent again: say so,
+            // loudly, rather than report a target that lacks them as caught up.
+            let pruned = self.store(|o| o.pruned_records()).await?;
+            if pruned > 0 {
+                let message = format!(
+                    "the PostgreSQL tables depot delivers to are new, but {pruned} records \
+                     delivered before were already deleted from the local store \
+                     (retain_delivered) and cannot be sent again: the new tables lack them"
+                );
+                tracing::error!(target = %self.shared.target, pruned, "{message}");
+                metrics::counter!("depot_forward_errors_total", "kind" => "records_lost_on_target")
+                    .increment(1);
+                self.shared.lock().last_error = Some((message, UnixMillis::now()));
+            }
         }
         tracing::info!(target = %self.shared.target, origin = %self.shared.origin, "connected to PostgreSQL");
         Ok(conn)

@@ -157,10 +157,62 @@ impl Outbox {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [target_id],
             )?;
+            // The tables of the new target are adopted by the next `bind_tables`.
+            tx.execute("DELETE FROM meta WHERE key = 'forward_target_tables'", [])?;
             tx.commit()?;
             Ok(had_cursors > 0)
         })();
         result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
+    }
+
+    /// Ties the cursors to the target's tables themselves (`tables` names them: PostgreSQL's
+    /// oids of `depot_records` and `depot_rejected`), so that a table dropped and created again
+    /// under the same `target_id` is not taken for the one the cursors refer to. The first call
+    /// for a target records `tables`; a later call with other `tables` resets the cursors
+    /// (everything still stored will be delivered again, the primary key making what is already
+    /// there a no-op) and returns `true`.
+    pub fn bind_tables(&mut self, tables: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
+        let result = (|| {
+            let bound: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'forward_target_tables'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if bound.as_deref() == Some(tables) {
+                return Ok(false);
+            }
+            let reset = bound.is_some();
+            if reset {
+                tx.execute("DELETE FROM forward_cursor", [])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('forward_target_tables', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [tables],
+            )?;
+            tx.commit()?;
+            Ok(reset)
+        })();
+        result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
+    }
+
+    /// How many records of all streams are no longer in the local store (deleted by retention
+    /// after their delivery): what a target that lost its records cannot get again from here.
+    pub fn pruned_records(&self) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM((SELECT COALESCE(MIN(r.seq), s.last_seq + 1) - 1 \
+                 FROM records r WHERE r.stream_id = s.id)), 0) FROM streams s",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map(seq_u64)
+            .map_err(|e| self.sqlite(e))
     }
 
     /// Up to `max` undelivered records, in sequence order within each stream, with no byte

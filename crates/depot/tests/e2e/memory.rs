@@ -74,8 +74,12 @@ async fn four_readers_of_large_records_stay_within_the_page_budget() {
     let options = Options::default().set("DEPOT_REQUEST_TIMEOUT_MS", 300_000);
     let depot = support::start_ok(&dir.path().join("data"), &options).await;
     let pid = depot.child.id();
-    let client = Client::new(&format!("http://{}", depot.addr), None, Duration::from_secs(300))
-        .expect("client");
+    let client = Client::new(
+        &format!("http://{}", depot.addr),
+        None,
+        Duration::from_secs(300),
+    )
+    .expect("client");
     const RECORDS: usize = 200;
     const SIZE: usize = 1_000_000;
     for i in 0..RECORDS {
