@@ -54,7 +54,9 @@ pub struct Config {
     pub unready_delay_ms: u64,
     /// Override of the SIGTERM drain budget (ms); default: winddown's (20 s).
     pub sigterm_budget_ms: Option<u64>,
-    /// Most append requests queued for the group committer.
+    /// Most append requests queued for the group committer; more get `503 overloaded` at once.
+    /// Below `max_connections`, so that sustained overload is answered with a fast `503` rather
+    /// than with requests waiting in connections until they time out.
     pub commit_queue: usize,
     /// Most append requests in one commit (1 turns group commit off).
     pub commit_max_batch: usize,
@@ -115,7 +117,7 @@ impl Default for Config {
             request_timeout_ms: 30_000,
             unready_delay_ms: 0,
             sigterm_budget_ms: None,
-            commit_queue: 8192,
+            commit_queue: 512,
             commit_max_batch: 1024,
             durability: DurabilityMode::Full,
             auth_token_file: None,

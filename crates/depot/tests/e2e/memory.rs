@@ -129,3 +129,108 @@ async fn four_readers_of_large_records_stay_within_the_page_budget() {
     );
     depot.stop(Duration::from_secs(20)).await;
 }
+
+/// Issue #14 item 12: API.md documents `503 overloaded` (+ `Retry-After`) for a full commit
+/// queue, but a full queue used to hold the request until the disk freed up or the request timed
+/// out (`408`). The committer is stalled here by another SQLite connection holding the database's
+/// write lock: once `commit_queue` requests wait, the next ones are answered `503 overloaded` at
+/// once, and nothing of them is stored; the waiting ones are stored when the lock goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_commit_queue_answers_503_overloaded_at_once() {
+    let _serial = support::serial().await;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let options = Options::default()
+        .set("DEPOT_COMMIT_QUEUE", 2)
+        .set("DEPOT_REQUEST_TIMEOUT_MS", 20_000);
+    let depot = support::start_ok(&data, &options).await;
+    let reply = depot
+        .client
+        .send(Method::POST, "/v1/streams/q/records", &[], "0")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 201);
+
+    // Another connection takes the write lock: the committer's next BEGIN IMMEDIATE waits (up
+    // to the store's 5 s busy timeout).
+    let blocker = rusqlite::Connection::open(data.join("depot.sqlite3")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    const CLIENTS: usize = 12;
+    let started = Instant::now();
+    let requests: Vec<_> = (1..=CLIENTS)
+        .map(|i| {
+            let client = depot.client.clone();
+            tokio::spawn(async move {
+                let sent = Instant::now();
+                let reply = client
+                    .send(Method::POST, "/v1/streams/q/records", &[], i.to_string())
+                    .await
+                    .expect("an answer");
+                (reply, sent.elapsed())
+            })
+        })
+        .collect();
+    // Hold the lock for a second: the requests that got in wait, the others must not.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    blocker.execute_batch("ROLLBACK").unwrap();
+    drop(blocker);
+
+    let (mut stored, mut overloaded) = (Vec::new(), Vec::new());
+    for request in requests {
+        let (reply, took) = request.await.unwrap();
+        match (reply.status.as_u16(), reply.error_code().as_str()) {
+            (201, _) => stored.push(took),
+            (503, "overloaded") => {
+                let retry_after = reply
+                    .headers
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<u64>().ok());
+                assert!(
+                    retry_after.is_some_and(|s| s >= 1),
+                    "503 overloaded without a Retry-After: {:?}",
+                    reply.headers
+                );
+                overloaded.push(took);
+            }
+            (status, code) => panic!(
+                "unexpected {status} {code} after {took:?}: {:?}",
+                reply.body
+            ),
+        }
+    }
+    let all = started.elapsed();
+    let slowest_503 = overloaded.iter().max().copied().unwrap_or_default();
+    let fastest_503 = overloaded.iter().min().copied().unwrap_or_default();
+    eprintln!(
+        "{CLIENTS} appends against a stalled committer, commit_queue = 2: {} stored, {} answered \
+         503 overloaded in {fastest_503:?}..{slowest_503:?} (the lock was held 1 s; all answered \
+         in {all:?})",
+        stored.len(),
+        overloaded.len()
+    );
+    assert!(
+        !overloaded.is_empty(),
+        "no 503 overloaded: every request waited for the stalled committer"
+    );
+    assert!(
+        slowest_503 < Duration::from_millis(500),
+        "a 503 overloaded took {slowest_503:?}: it waited for the committer"
+    );
+    assert!(
+        stored.len() <= 1 + 2 + 2,
+        "{} stored: more than one batch and the queue",
+        stored.len()
+    );
+    // Exactly the acknowledged requests are stored, none of the refused ones.
+    let page = depot
+        .client
+        .send(Method::GET, "/v1/streams/q/records?limit=100", &[], "")
+        .await
+        .unwrap()
+        .json();
+    let count = page["records"].as_array().unwrap().len();
+    assert_eq!(count, 1 + stored.len(), "{page}");
+    depot.stop(Duration::from_secs(20)).await;
+}
