@@ -276,7 +276,8 @@ pub(super) fn records_after(
         while let Some(row) = rows.next()? {
             let size = usize::try_from(row.get::<_, i64>(0)?).unwrap_or(usize::MAX);
             let fits = bytes.saturating_add(size) <= max_bytes;
-            if !fits && !(first_always && count == 0) {
+            let alone = first_always && count == 0;
+            if !(fits || alone) {
                 break;
             }
             bytes = bytes.saturating_add(size);
