@@ -36,9 +36,9 @@ pub struct Record {
 }
 
 /// A connection and the lock it keeps held. Fields drop in order: the connection closes first.
-pub(super) struct Held {
-    pub(super) conn: Connection,
-    pub(super) _lock: Arc<LockFile>,
+struct Held {
+    conn: Connection,
+    _lock: Arc<LockFile>,
 }
 
 /// A cheap-to-clone handle on a pool of read-only connections. Every method blocks on SQLite:
