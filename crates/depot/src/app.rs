@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use winddown::commit::{CommitConfig, GroupCommit};
+use winddown::commit::{CommitConfig, GroupCommit, WhenFull};
 use winddown::host::AppError;
 use winddown::{DrainPlan, Host, Phase, Progress, Reporter, ShutdownReport, Stage, TempArea};
 
@@ -96,7 +96,11 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         store.writer,
         CommitConfig::new("depot")
             .queue_capacity(config.commit_queue)
-            .max_batch_items(config.commit_max_batch),
+            .max_batch_items(config.commit_max_batch)
+            // A full queue (`commit_queue` requests already waiting for the disk) is overload:
+            // answer `503 overloaded` with `Retry-After` at once rather than hold the request
+            // until it times out (API.md).
+            .when_full(WhenFull::FailFast),
     )?;
     // Forwarding to PostgreSQL (off unless `forward_to` is set): its own task from here on.
     let forwarder = match crate::forward::Settings::from_config(&config)? {
@@ -248,7 +252,9 @@ fn drain_plan(
                 Ok(())
             },
         )
-        // The lock was released with the writer, after the clean-shutdown marker was written.
+        // The lock was released with the writer, after the clean-shutdown marker was written — or,
+        // if a connection outlived it (the forwarder's outbox, after its phases were cut off), it
+        // stays held until that one closes too: a new depot must not open a WAL still written to.
         .phase(Stage::Release, "temp area", move |_| async move {
             let _ = fs::remove_file(&running_file);
             temp.release()?;

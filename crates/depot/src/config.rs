@@ -41,6 +41,9 @@ pub struct Config {
     pub max_records_per_request: usize,
     /// Most records one read returns.
     pub max_read_limit: usize,
+    /// Most payload bytes one read returns (a single larger record still comes, alone): bounds
+    /// the memory a page of large records takes.
+    pub max_page_bytes: usize,
     /// Most open connections; more wait in the OS backlog.
     pub max_connections: usize,
     /// Time a client gets to send its request headers.
@@ -52,7 +55,9 @@ pub struct Config {
     pub unready_delay_ms: u64,
     /// Override of the SIGTERM drain budget (ms); default: winddown's (20 s).
     pub sigterm_budget_ms: Option<u64>,
-    /// Most append requests queued for the group committer.
+    /// Most append requests queued for the group committer; more get `503 overloaded` at once.
+    /// Below `max_connections`, so that sustained overload is answered with a fast `503` rather
+    /// than with requests waiting in connections until they time out.
     pub commit_queue: usize,
     /// Most append requests in one commit (1 turns group commit off).
     pub commit_max_batch: usize,
@@ -73,6 +78,10 @@ pub struct Config {
     pub forward_to: Option<ForwardTo>,
     /// Most records in one PostgreSQL transaction.
     pub forward_batch: usize,
+    /// Most payload bytes in one PostgreSQL transaction (a single larger record still goes,
+    /// alone): bounds the forwarder's memory and keeps a batch well under PostgreSQL's 1 GiB
+    /// message limit.
+    pub forward_batch_bytes: usize,
     /// Time allowed to connect to PostgreSQL (unless the connection string sets
     /// `connect_timeout`).
     pub forward_connect_timeout_ms: u64,
@@ -140,17 +149,19 @@ impl Default for Config {
             max_body_bytes: 1 << 20,
             max_records_per_request: 1000,
             max_read_limit: 1000,
+            max_page_bytes: 4 << 20,
             max_connections: 1024,
             header_read_timeout_ms: 10_000,
             request_timeout_ms: 30_000,
             unready_delay_ms: 0,
             sigterm_budget_ms: None,
-            commit_queue: 8192,
+            commit_queue: 512,
             commit_max_batch: 1024,
             durability: DurabilityMode::Full,
             auth_token_file: None,
             forward_to: None,
             forward_batch: 1000,
+            forward_batch_bytes: 16 << 20,
             forward_connect_timeout_ms: 10_000,
             forward_statement_timeout_ms: 30_000,
             retain_delivered: None,
@@ -244,6 +255,7 @@ const RANGES: &[Range] = &[
     Range { key: "max_body_bytes",               min: 1, max: 256 << 20, get: |c| n(c.max_body_bytes), why: "256 MiB: a body is held in memory while it is parsed" },
     Range { key: "max_records_per_request",      min: 1, max: 100_000,   get: |c| n(c.max_records_per_request), why: "" },
     Range { key: "max_read_limit",               min: 1, max: 100_000,   get: |c| n(c.max_read_limit), why: "" },
+    Range { key: "max_page_bytes",               min: 1024, max: 1 << 30, get: |c| n(c.max_page_bytes), why: "below 1 KiB every page is one record; a page is held in memory while it is sent" },
     Range { key: "max_connections",              min: 1, max: 1 << 20,   get: |c| n(c.max_connections), why: "Linux's largest open-file limit" },
     Range { key: "header_read_timeout_ms",       min: 1, max: 3_600_000, get: |c| Some(c.header_read_timeout_ms), why: TIMEOUT },
     Range { key: "request_timeout_ms",           min: 1, max: 3_600_000, get: |c| Some(c.request_timeout_ms), why: TIMEOUT },
@@ -252,6 +264,7 @@ const RANGES: &[Range] = &[
     Range { key: "commit_queue",                 min: 1, max: 1 << 20,   get: |c| n(c.commit_queue), why: "" },
     Range { key: "commit_max_batch",             min: 1, max: 65_536,    get: |c| n(c.commit_max_batch), why: "" },
     Range { key: "forward_batch",                min: 1, max: 100_000,   get: |c| n(c.forward_batch), why: "" },
+    Range { key: "forward_batch_bytes",          min: 1024, max: 256 << 20, get: |c| n(c.forward_batch_bytes), why: "a batch is held in memory, and PostgreSQL refuses messages over 1 GiB" },
     Range { key: "forward_connect_timeout_ms",   min: 1, max: 600_000,   get: |c| Some(c.forward_connect_timeout_ms), why: TIMEOUT },
     Range { key: "forward_statement_timeout_ms", min: 1, max: 3_600_000, get: |c| Some(c.forward_statement_timeout_ms), why: "twice it is the session's idle_in_transaction_session_timeout, at most 2147483647 ms in PostgreSQL; timeouts cannot be turned off" },
 ];

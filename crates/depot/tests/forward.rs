@@ -793,6 +793,223 @@ async fn backlog_shows_while_postgres_is_down_and_retention_spares_undelivered_r
     );
 }
 
+/// A process's peak resident set (`VmHWM`) in bytes.
+fn peak_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/<pid>/status");
+    kib * 1024
+}
+
+/// Issue #14 item 4: batches were capped by count only, so a backlog of large records went as
+/// one huge transaction (1000 records of up to `max_body_bytes`: ~1 GB, over PostgreSQL's 1 GiB
+/// message limit). With `forward_batch_bytes` (16 MiB) they go in bounded batches, and the
+/// forwarder's memory stays bounded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_records_forward_in_batches_bounded_by_bytes() {
+    let test = "large_records_forward_in_batches_bounded_by_bytes";
+    let Some(cluster) = PgCluster::start(test) else {
+        return;
+    };
+    // PostgreSQL away while the backlog builds up: when it is back, everything is waiting.
+    cluster.stop_fast();
+    let env = forwarding(&cluster, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let depot = Depot::start(dir.path(), &env_refs(&env));
+    const RECORDS: usize = 120;
+    const SIZE: usize = 1_000_000;
+    let http = client();
+    for i in 0..RECORDS {
+        let body = format!("\"{i:07}{}\"", "x".repeat(SIZE - 7));
+        let r = http
+            .post(format!("{}/v1/streams/big/records", depot.base))
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let pid = depot.child.id();
+    let after_writes = peak_rss(pid);
+    let started = Instant::now();
+    cluster.start_server();
+    let f = depot
+        .wait_forward(Duration::from_secs(120), "large records delivered", |f| {
+            f["backlog_records"] == 0 && f["delivered_records"] == RECORDS
+        })
+        .await;
+    let took = started.elapsed();
+    let peak = peak_rss(pid);
+    let pg = cluster.client().await;
+    let row = pg
+        .query_one(
+            "SELECT count(*), min(length(payload #>> '{}')), max(length(payload #>> '{}')) \
+             FROM depot_records WHERE origin = $1",
+            &[&f["origin"].as_str().unwrap()],
+        )
+        .await
+        .unwrap();
+    let (count, min, max): (i64, i32, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(
+        (count, min, max),
+        (RECORDS as i64, SIZE as i32, SIZE as i32)
+    );
+    let batches = f["batches"].as_u64().unwrap();
+    eprintln!(
+        "{RECORDS} records of {SIZE} bytes forwarded in {batches} batches in {took:?}; peak RSS \
+         {} MiB after the writes, {} MiB after forwarding",
+        after_writes >> 20,
+        peak >> 20
+    );
+    assert!(
+        batches >= (RECORDS * SIZE / (16 << 20)) as u64,
+        "{batches} batches: not bounded by 16 MiB"
+    );
+    assert!(
+        peak < 192 << 20,
+        "peak RSS {} MiB while forwarding large records",
+        peak >> 20
+    );
+}
+
+/// Issue #14 item 4: a batch that PostgreSQL times out on was retried unchanged, for ever. Now it
+/// is halved after each timeout (down to one record) and grows back after successes: the
+/// records arrive, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_timeout_shrinks_the_batch_until_the_records_arrive() {
+    let test = "a_statement_timeout_shrinks_the_batch_until_the_records_arrive";
+    let Some(cluster) = PgCluster::start(test) else {
+        return;
+    };
+    let env = forwarding(&cluster, &[("DEPOT_FORWARD_STATEMENT_TIMEOUT_MS", "1000")]);
+    let dir = tempfile::tempdir().unwrap();
+    let depot = Depot::start(dir.path(), &env_refs(&env));
+    depot.post("t", &json!({ "i": 0 })).await;
+    depot
+        .wait_forward(Duration::from_secs(10), "the first record delivered", |f| {
+            f["delivered_records"] == 1
+        })
+        .await;
+    // Each row now takes 150 ms: 40 rows (6 s) in one statement exceed the 1 s timeout, 5 do not.
+    let pg = cluster.client().await;
+    pg.batch_execute(
+        "CREATE FUNCTION depot_slow_row() RETURNS trigger LANGUAGE plpgsql AS \
+         $$ BEGIN PERFORM pg_sleep(0.15); RETURN NEW; END $$; \
+         CREATE TRIGGER slow_row BEFORE INSERT ON depot_records \
+         FOR EACH ROW EXECUTE FUNCTION depot_slow_row();",
+    )
+    .await
+    .unwrap();
+    depot.post("t", &json!((1..=40).collect::<Vec<_>>())).await;
+    let started = Instant::now();
+    let f = depot
+        .wait_forward(Duration::from_secs(60), "the slow records delivered", |f| {
+            f["backlog_records"] == 0 && f["delivered_records"] == 41
+        })
+        .await;
+    let took = started.elapsed();
+    let in_pg = read_pg(&pg, f["origin"].as_str().unwrap()).await;
+    let seqs: Vec<i64> = in_pg.keys().map(|(_, seq)| *seq).collect();
+    assert_eq!(seqs, (1..=41).collect::<Vec<_>>());
+    let log = depot.log_text();
+    for limit in [20, 10, 5] {
+        assert!(
+            log.contains(&format!("\"next_limit\":{limit}")),
+            "no batch shrunk to {limit} records:\n{log}"
+        );
+    }
+    eprintln!(
+        "40 records behind a 150 ms/row trigger and a 1 s statement_timeout: delivered in \
+         {took:?}, {} errors, batch limit now {}",
+        f["errors"], f["batch_limit"]
+    );
+}
+
+/// Issue #14 item 6: `depot_records` dropped (and recreated, by hand or by depot) under the same
+/// `depot_schema.target_id` left the cursors where they were: records 1..cursor never came back
+/// while the status said `caught_up`. The cursors are tied to the table itself (its oid), so a
+/// new table gets everything the local store still holds, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_records_table_gets_every_record_again() {
+    let test = "a_dropped_records_table_gets_every_record_again";
+    let Some(cluster) = PgCluster::start(test) else {
+        return;
+    };
+    let env = forwarding(&cluster, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut depot = Depot::start(dir.path(), &env_refs(&env));
+    depot.post("d", &json!((1..=10).collect::<Vec<_>>())).await;
+    let f = depot
+        .wait_forward(Duration::from_secs(10), "first ten delivered", |f| {
+            f["backlog_records"] == 0 && f["delivered_records"] == 10
+        })
+        .await;
+    let origin = f["origin"].as_str().unwrap().to_owned();
+    let pg = cluster.client().await;
+    let seqs = |m: BTreeMap<(String, i64), Value>| m.keys().map(|(_, s)| *s).collect::<Vec<_>>();
+
+    // Dropped and recreated by hand while depot is connected, then new records come.
+    pg.batch_execute(
+        "BEGIN; DROP TABLE depot_records; \
+         CREATE TABLE depot_records (origin text NOT NULL, stream text NOT NULL, \
+           seq bigint NOT NULL, payload jsonb NOT NULL, received_at timestamptz NOT NULL, \
+           delivered_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (origin, stream, seq)); \
+         COMMIT;",
+    )
+    .await
+    .unwrap();
+    depot.post("d", &json!((11..=15).collect::<Vec<_>>())).await;
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = depot.forward_status().await;
+        let have = seqs(read_pg(&pg, &origin).await);
+        if have == (1..=15).collect::<Vec<_>>() {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "PostgreSQL holds {have:?} of 1..=15 after the table was recreated; forward status \
+             {f:#}\nlog:\n{}",
+            depot.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Dropped while depot is stopped: the restarted depot creates it and fills it again.
+    pg.batch_execute("DROP TABLE depot_records").await.unwrap();
+    depot.signal(Signal::SIGTERM);
+    tokio::task::block_in_place(|| depot.wait_exit(Duration::from_secs(10)));
+    let depot = Depot::start(dir.path(), &env_refs(&env));
+    let end = Instant::now() + Duration::from_secs(20);
+    loop {
+        let f = depot.forward_status().await;
+        let have = match pg.query("SELECT 1 FROM depot_records LIMIT 0", &[]).await {
+            Err(_) => Vec::new(),
+            Ok(_) => seqs(read_pg(&pg, &origin).await),
+        };
+        if have == (1..=15).collect::<Vec<_>>() && f["state"] == "caught_up" {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "PostgreSQL holds {have:?} of 1..=15 after the table was dropped; forward status \
+             {f:#}\nlog:\n{}",
+            depot.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        depot
+            .log_text()
+            .contains("every record still in the local store"),
+        "no warning that everything is sent again:\n{}",
+        depot.log_text()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_schema_version_is_refused_with_a_clear_message() {
     let test = "an_unknown_schema_version_is_refused_with_a_clear_message";

@@ -93,7 +93,9 @@ fn sequences_are_per_stream_contiguous_and_survive_reopen() {
         .map(|r| (r.seq, r.payload))
         .collect();
     assert_eq!(a, vec![(1, "1".into()), (2, "2".into()), (3, "3".into())]);
-    drop(writer); // not closed: the next open must still find everything
+    // Not closed, as in a crash: the next open must still find everything. (The readers go too:
+    // while any connection of the store is open, its lock stays held.)
+    drop((writer, store.readers));
 
     let store = open(dir.path());
     assert_eq!(store.report.last_run, LastRun::Unclean);
@@ -309,4 +311,50 @@ fn a_read_only_refusal_at_commit_rolls_back_and_does_not_poison() {
 fn item_bytes_counts_payloads_stream_and_key() {
     let req = request("abc", &["12345", "67"], Some("key"));
     assert_eq!(<depot::store::Writer as Sink>::item_bytes(&req), 3 + 7 + 3);
+}
+
+/// Issue #14 item 3: a page ends at its byte budget; a record larger than the budget still comes,
+/// alone; paging with the last `seq` reads everything once.
+#[test]
+fn a_page_ends_at_its_byte_budget_and_a_larger_record_comes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut writer = store.writer;
+    // Payload sizes 10, 10, 10, 50, 10 (JSON strings of that many bytes).
+    let sizes = [10usize, 10, 10, 50, 10];
+    let payloads: Vec<String> = sizes
+        .iter()
+        .map(|n| format!("\"{}\"", "x".repeat(n - 2)))
+        .collect();
+    let refs: Vec<&str> = payloads.iter().map(String::as_str).collect();
+    commit(&mut writer, &[request("s", &refs, None)]).unwrap();
+    let readers = store.readers;
+    let page = |after, limit, budget| -> Vec<u64> {
+        readers
+            .read_page("s", after, limit, budget)
+            .unwrap()
+            .iter()
+            .map(|r| r.seq)
+            .collect()
+    };
+    assert_eq!(page(0, 100, 30), [1, 2, 3], "exactly the budget");
+    assert_eq!(page(0, 100, 29), [1, 2]);
+    assert_eq!(page(0, 2, 1000), [1, 2], "the limit still holds");
+    assert_eq!(page(3, 100, 30), [4], "a larger record comes alone");
+    assert_eq!(page(3, 100, 60), [4, 5]);
+    assert_eq!(page(0, 100, 1), [1]);
+    assert!(page(5, 100, 30).is_empty());
+    assert!(readers.read_page("nope", 0, 10, 30).unwrap().is_empty());
+    // Paging with budget 25 reads every record once, in order.
+    let (mut after, mut all, mut pages) = (0, Vec::new(), 0);
+    loop {
+        let records = readers.read_page("s", after, 1000, 25).unwrap();
+        let Some(last) = records.last() else { break };
+        after = last.seq;
+        pages += 1;
+        all.extend(records.into_iter().map(|r| r.payload));
+    }
+    assert_eq!(all, payloads);
+    assert_eq!(pages, 4, "pages [1,2] [3] [4] [5]");
+    writer.close().unwrap();
 }

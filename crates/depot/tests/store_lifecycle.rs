@@ -145,3 +145,67 @@ fn readers_work_from_many_threads_while_the_writer_commits() {
     assert_eq!(readers.total_records().unwrap(), 100);
     writer.close().unwrap();
 }
+
+/// Issue #14 D: the data directory's lock is held until the last connection to the store closes.
+/// A forwarding phase that was cut off can leave the outbox's connection open after
+/// `Writer::close`; a new depot that got the lock then would preallocate (truncate and zero) a
+/// WAL that this connection can still write to.
+#[test]
+fn the_lock_is_held_until_the_outbox_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (mut writer, readers) = (store.writer, store.readers);
+    commit(&mut writer, &[request("a", &["1", "2"], None)]).unwrap();
+    let mut outbox = depot::store::Outbox::open(&readers).unwrap();
+    drop(readers);
+    writer.close().unwrap();
+
+    // The outbox can still write (its connection is open), so nobody else may open the store.
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Locked { .. }),
+        "a second store opened while the outbox's connection was open: {err:?}"
+    );
+    let batch = outbox.next_batch(10, 0).unwrap();
+    assert_eq!(batch.len(), 2);
+    outbox.advance(&batch).unwrap();
+
+    drop(outbox);
+    let store = open(dir.path());
+    assert_eq!(store.report.total_records, 2);
+    store.writer.close().unwrap();
+}
+
+/// The same for a read-only connection still in use by a read: the lock outlives it.
+#[test]
+fn the_lock_is_held_until_a_read_in_flight_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let (mut writer, readers) = (store.writer, store.readers);
+    commit(&mut writer, &[request("a", &["1"], None)]).unwrap();
+    let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        readers
+            .debug_with_conn(|_conn| {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    entered_rx.recv().unwrap();
+    // The read holds its connection: the final checkpoint cannot truncate the WAL under it, and
+    // the lock must not be released either.
+    let closed = writer.close();
+    let err = Store::open(dir.path(), &StoreOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Locked { .. }),
+        "a second store opened while a read was in flight: {err:?} (close: {closed:?})"
+    );
+    release_tx.send(()).unwrap();
+    reader.join().unwrap();
+    let store = open(dir.path());
+    assert_eq!(store.report.total_records, 1);
+    store.writer.close().unwrap();
+}

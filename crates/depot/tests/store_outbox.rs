@@ -219,3 +219,77 @@ fn another_target_database_starts_the_cursors_over() {
     drop(outbox);
     store.writer.close().unwrap();
 }
+
+/// Issue #14 item 4: a batch is bounded by bytes as well as by count; a record larger than the
+/// budget goes alone, and streams still take turns.
+#[test]
+fn a_batch_ends_at_its_byte_budget_and_a_larger_record_goes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    let big = format!("\"{}\"", "x".repeat(98)); // 100 bytes
+    commit(
+        &mut store.writer,
+        &[
+            at("a", &["10", "11", big.as_str(), "13"], 1000),
+            at("b", &["20", "21"], 1000),
+        ],
+    )
+    .unwrap();
+    let mut outbox = Outbox::open(&store.readers).unwrap();
+    let batch =
+        |o: &Outbox, max, bytes, turn| seqs(&o.next_batch_within(max, bytes, turn).unwrap());
+    let a = |n: u64| ("a".to_owned(), n);
+    let b = |n: u64| ("b".to_owned(), n);
+    assert_eq!(batch(&outbox, 100, 4, 0), [a(1), a(2)], "2 + 2 bytes");
+    assert_eq!(batch(&outbox, 100, 5, 0), [a(1), a(2)]);
+    assert_eq!(batch(&outbox, 1, 100, 0), [a(1)], "the count still holds");
+    // The budget spans streams: b's records follow a's while there is room.
+    assert_eq!(batch(&outbox, 100, 4, 1), [b(1), b(2)]);
+    assert_eq!(batch(&outbox, 100, 6, 1), [b(1), b(2), a(1)]);
+    outbox
+        .advance(&outbox.next_batch_within(2, 1000, 0).unwrap())
+        .unwrap();
+    // a's next record (100 bytes) is over the budget: it goes alone.
+    assert_eq!(batch(&outbox, 100, 10, 0), [a(3)]);
+    outbox
+        .advance(&outbox.next_batch_within(100, 10, 0).unwrap())
+        .unwrap();
+    assert_eq!(batch(&outbox, 100, 10, 0), [a(4), b(1), b(2)]);
+    drop(outbox);
+    store.writer.close().unwrap();
+}
+
+/// Issue #14 item 6: new tables under the same target (a `depot_records` dropped and created
+/// again) start the cursors over too; the tables of a new target are adopted; what retention
+/// deleted is counted, since it cannot be sent again.
+#[test]
+fn new_tables_under_the_same_target_start_the_cursors_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(dir.path());
+    commit(&mut store.writer, &[request("s", &["1", "2", "3"], None)]).unwrap();
+    let mut outbox = Outbox::open(&store.readers).unwrap();
+    assert!(!outbox.bind_target("db-1").unwrap());
+    assert!(
+        !outbox.bind_tables("100/101").unwrap(),
+        "the first tables are adopted"
+    );
+    outbox.advance(&outbox.next_batch(10, 0).unwrap()).unwrap();
+    assert!(!outbox.bind_tables("100/101").unwrap());
+    assert_eq!(outbox.backlog().unwrap().records, 0);
+    assert!(
+        outbox.bind_tables("200/101").unwrap(),
+        "depot_records was replaced"
+    );
+    assert_eq!(outbox.backlog().unwrap().records, 3);
+    outbox.advance(&outbox.next_batch(10, 0).unwrap()).unwrap();
+    // Another database: its tables are adopted, not taken for a replacement.
+    assert!(outbox.bind_target("db-2").unwrap());
+    assert!(!outbox.bind_tables("300/301").unwrap());
+    assert_eq!(outbox.backlog().unwrap().records, 3);
+    outbox.advance(&outbox.next_batch(10, 0).unwrap()).unwrap();
+    assert_eq!(outbox.pruned_records().unwrap(), 0);
+    assert_eq!(outbox.prune(Prune::KeepNewest(1), 100).unwrap(), 2);
+    assert_eq!(outbox.pruned_records().unwrap(), 2);
+    drop(outbox);
+    store.writer.close().unwrap();
+}

@@ -286,14 +286,15 @@ impl Client {
             .collect())
     }
 
-    /// Reads every record of `stream`, paging with `after`.
+    /// Reads every record of `stream`, paging with `after` until a page comes back empty (a page
+    /// may hold fewer than `limit` records with more to come: depot ends it at `max_page_bytes`).
     pub async fn read_stream(&self, stream: &str) -> Result<Vec<StoredRecord>, String> {
         const PAGE: usize = 1000;
         let mut all: Vec<StoredRecord> = Vec::new();
         loop {
             let after = all.last().map_or(0, |r| r.0);
             let page = self.read_page(stream, after, PAGE).await?;
-            let done = page.len() < PAGE;
+            let done = page.is_empty();
             if let Some(&(seq, _)) = page.first()
                 && seq <= after
             {

@@ -81,6 +81,15 @@ pub enum ForwardError {
         /// The sequence number.
         seq: i64,
     },
+    /// `depot_records` or `depot_rejected` is not the table this connection found at its start:
+    /// it was dropped (and maybe created again). The batch was rolled back; the next connection
+    /// delivers every record still in the local store to the new table.
+    #[error(
+        "PostgreSQL table depot_records or depot_rejected was dropped or replaced while depot \
+         was delivering; the batch was rolled back, and every record still in the local store \
+         will be delivered to the new table"
+    )]
+    TablesReplaced,
     /// The TLS settings cannot be used (an unreadable `sslrootcert`, …).
     #[error("cannot set up forwarding to PostgreSQL: {0}")]
     Setup(String),
@@ -118,13 +127,28 @@ impl ForwardError {
         }
     }
 
+    /// PostgreSQL (`statement_timeout`: SQLSTATE 57014) or the client gave up on a statement
+    /// that took too long: a smaller batch may succeed where this one did not.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            ForwardError::Timeout { .. } => true,
+            ForwardError::Statement {
+                sqlstate: Some(code),
+                ..
+            } => code == "57014",
+            _ => false,
+        }
+    }
+
     /// A short name for metrics labels.
     pub fn kind(&self) -> &'static str {
         match self {
             ForwardError::Connect { .. } => "connect",
             ForwardError::Timeout { .. } => "timeout",
             ForwardError::Statement { .. } => "statement",
-            ForwardError::SchemaVersion { .. } | ForwardError::ForeignTable { .. } => "schema",
+            ForwardError::SchemaVersion { .. }
+            | ForwardError::ForeignTable { .. }
+            | ForwardError::TablesReplaced => "schema",
             ForwardError::OriginCollision { .. } => "origin_collision",
             ForwardError::Store(_) => "store",
             ForwardError::Setup(_) => "setup",

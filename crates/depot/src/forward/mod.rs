@@ -2,7 +2,9 @@
 //!
 //! With `forward_to` set, a [`Forwarder`] task reads the records past each stream's delivery
 //! cursor (see [`Outbox`]), inserts them into PostgreSQL's `depot_records` in batches of up to
-//! `forward_batch` records — one transaction each, one multi-row
+//! `forward_batch` records and `forward_batch_bytes` of payloads (a larger record goes alone) —
+//! halved after a timeout, down to one record, and doubled again after successes — one
+//! transaction each, one multi-row
 //! `INSERT … SELECT FROM unnest(…) ON CONFLICT DO NOTHING` keyed by `(origin, stream, seq)` — and
 //! only after the `COMMIT` advances the cursor in SQLite.
 //!
@@ -67,6 +69,8 @@ pub struct Settings {
     pub target: Target,
     /// Most records in one transaction.
     pub batch: usize,
+    /// Most payload bytes in one transaction (a single larger record goes alone).
+    pub batch_bytes: usize,
     /// How long connecting may take.
     pub connect_timeout: Duration,
     /// `statement_timeout` on the session (the client waits 2 s more).
@@ -84,6 +88,7 @@ impl Settings {
         Ok(Some(Settings {
             target: Target::parse(&to.0)?,
             batch: config.forward_batch,
+            batch_bytes: config.forward_batch_bytes,
             connect_timeout: Duration::from_millis(config.forward_connect_timeout_ms),
             statement_timeout: Duration::from_millis(config.forward_statement_timeout_ms),
             retention: config.retain_delivered,
@@ -132,6 +137,8 @@ struct Status {
     last_error: Option<(String, UnixMillis)>,
     last_delivery: Option<UnixMillis>,
     retry_at: Option<std::time::Instant>,
+    /// Most records in the next batch: `forward_batch`, less after a timeout.
+    batch_limit: usize,
 }
 
 /// What the task and the handle share.
@@ -178,12 +185,15 @@ impl Forwarder {
             origin,
             target: settings.target.redacted().to_owned(),
             retention: settings.retention,
-            status: Mutex::new(Status::default()),
+            status: Mutex::new(Status {
+                batch_limit: settings.batch,
+                ..Status::default()
+            }),
         });
         describe_metrics();
         let (control_tx, control_rx) = watch::channel(Control::Run);
         let (done_tx, done_rx) = watch::channel(false);
-        tracing::info!(target = %shared.target, origin = %shared.origin, batch = settings.batch, "forwarding to PostgreSQL");
+        tracing::info!(target = %shared.target, origin = %shared.origin, batch = settings.batch, batch_bytes = settings.batch_bytes, "forwarding to PostgreSQL");
         let task = task::Task {
             settings,
             tls,
@@ -233,6 +243,7 @@ impl Forwarder {
             "last_error": s.last_error.as_ref().map(|(message, at)| json!({ "message": message, "at_ms": at.0 })),
             "last_delivered_at_ms": s.last_delivery.map(|t| t.0),
             "retry_in_ms": s.retry_at.map(|t| t.saturating_duration_since(std::time::Instant::now()).as_millis() as u64),
+            "batch_limit": s.batch_limit,
             "retain_delivered": self.shared.retention.map(|r| r.to_string()),
             "pruned_records": s.pruned,
         })

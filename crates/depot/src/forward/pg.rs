@@ -8,7 +8,10 @@
 //!
 //! Created if missing, under a transaction-scoped advisory lock so that depots starting together
 //! do not race. `depot_schema` has exactly one row; its `target_id` (random, made with the table)
-//! names this database, so that a depot pointed at another database starts its cursors over.
+//! names this database, so that a depot pointed at another database starts its cursors over. The
+//! oids of `depot_records` and `depot_rejected` name the tables themselves: a table dropped and
+//! created again under the same `target_id` starts the cursors over too, and a batch that finds
+//! other tables than its connection started with is rolled back before its `COMMIT`.
 
 use std::future::Future;
 use std::time::Duration;
@@ -67,6 +70,8 @@ pub(super) struct PgConn {
     differing: Statement,
     /// `depot_schema.target_id` of the database.
     pub(super) target_id: String,
+    /// Which tables these are (see [`tables_identity`]): a batch commits only into these.
+    pub(super) tables: String,
 }
 
 impl PgConn {
@@ -122,7 +127,7 @@ impl PgConn {
         )
         .await?
         .map_err(|e| ForwardError::statement("setting the session's timeouts", e))?;
-        let target_id = ensure_schema(&mut client, t).await?;
+        let (target_id, tables) = ensure_schema(&mut client, t).await?;
         let insert = within(t, "preparing the insert", client.prepare(INSERT))
             .await?
             .map_err(|e| ForwardError::statement("preparing the insert", e))?;
@@ -136,6 +141,7 @@ impl PgConn {
             insert,
             differing,
             target_id,
+            tables,
         })
     }
 
@@ -185,6 +191,7 @@ impl PgConn {
             insert_checked(&tx, &self.insert, &self.differing, origin, batch, t)
                 .await?
                 .map_err(|e| ForwardError::statement(INSERTING, e))?;
+        check_tables(&tx, &self.tables, t).await?;
         within(t, "COMMIT", tx.commit())
             .await?
             .map_err(|e| ForwardError::statement("COMMIT", e))?;
@@ -257,6 +264,7 @@ impl PgConn {
                 Err(e) => return Err(ForwardError::statement(during, e)),
             }
         }
+        check_tables(&tx, &self.tables, t).await?;
         within(t, "COMMIT", tx.commit())
             .await?
             .map_err(|e| ForwardError::statement("COMMIT", e))?;
@@ -344,8 +352,9 @@ async fn insert_checked(
     Ok(Ok((inserted, already_there)))
 }
 
-/// Creates the tables if missing and checks the version; returns `depot_schema.target_id`.
-async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, ForwardError> {
+/// Creates the tables if missing and checks the version; returns `depot_schema.target_id` and
+/// the tables' identity ([`tables_identity`]).
+async fn ensure_schema(client: &mut Client, t: Duration) -> Result<(String, String), ForwardError> {
     let during = "creating or checking the depot tables";
     let fail = |e| ForwardError::statement(during, e);
     let tx = within(t, during, client.transaction())
@@ -431,8 +440,55 @@ async fn ensure_schema(client: &mut Client, t: Duration) -> Result<String, Forwa
         });
     }
     let target_id: String = row.get(1);
+    let tables = tables_identity(&tx, t).await?;
     within(t, during, tx.commit()).await?.map_err(fail)?;
-    Ok(target_id)
+    Ok((target_id, tables))
+}
+
+/// Which `depot_records` and `depot_rejected` these are: their oids, `"records/rejected"`. A table
+/// dropped and created again under the same `target_id` gets a new oid, so the delivery cursors,
+/// which refer to the old one, are not taken for the new one's.
+///
+/// A simple query, planned afresh each time: a prepared one could keep resolving the names as
+/// they were when it was planned.
+async fn tables_identity(
+    tx: &tokio_postgres::Transaction<'_>,
+    t: Duration,
+) -> Result<String, ForwardError> {
+    let during = "checking which depot tables these are";
+    let messages = within(
+        t,
+        during,
+        tx.simple_query(
+            "SELECT to_regclass('depot_records')::oid::text || '/' || \
+             to_regclass('depot_rejected')::oid::text",
+        ),
+    )
+    .await?
+    .map_err(|e| ForwardError::statement(during, e))?;
+    let identity = messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+        _ => None,
+    });
+    // NULL: a table is missing (dropped since) — as different as another table.
+    Ok(identity.unwrap_or_default())
+}
+
+/// Fails the batch (before its `COMMIT`) if the tables are not the ones this connection
+/// started with: the cursors must not move for records that went into a new, empty table. Run
+/// after the insert, whose lock keeps `depot_records` from being dropped until the transaction
+/// ends.
+async fn check_tables(
+    tx: &tokio_postgres::Transaction<'_>,
+    expected: &str,
+    t: Duration,
+) -> Result<(), ForwardError> {
+    let found = tables_identity(tx, t).await?;
+    if found == expected {
+        Ok(())
+    } else {
+        Err(ForwardError::TablesReplaced)
+    }
 }
 
 /// One multi-row insert per batch: arrays in, `ON CONFLICT DO NOTHING` so that a re-sent record

@@ -28,6 +28,46 @@ const CLOSE_STEP: Duration = Duration::from_millis(500);
 /// Back-off bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Successful batches in a row after which a shrunk batch limit doubles again.
+const GROW_AFTER: u32 = 4;
+
+/// How many records the next batch may hold: `forward_batch`, halved after each timeout (down to
+/// one record: a batch too large for `statement_timeout` would otherwise be retried unchanged
+/// for ever), doubled again after [`GROW_AFTER`] successes in a row.
+#[derive(Debug)]
+pub(super) struct BatchLimit {
+    max: usize,
+    current: usize,
+    successes: u32,
+}
+
+impl BatchLimit {
+    pub(super) fn new(max: usize) -> BatchLimit {
+        BatchLimit {
+            max,
+            current: max,
+            successes: 0,
+        }
+    }
+
+    pub(super) fn get(&self) -> usize {
+        self.current
+    }
+
+    /// A batch of `len` records timed out: the next ones hold at most half as many.
+    pub(super) fn timed_out(&mut self, len: usize) {
+        self.current = (len / 2).clamp(1, self.max);
+        self.successes = 0;
+    }
+
+    pub(super) fn succeeded(&mut self) {
+        self.successes += 1;
+        if self.current < self.max && self.successes >= GROW_AFTER {
+            self.current = self.current.saturating_mul(2).min(self.max);
+            self.successes = 0;
+        }
+    }
+}
 
 pub(super) struct Task {
     pub(super) settings: Settings,
@@ -44,6 +84,7 @@ impl Task {
         let mut pg: Option<PgConn> = None;
         let mut turn = 0usize;
         let mut last_prune = Instant::now();
+        let mut limit = BatchLimit::new(self.settings.batch);
         self.refresh_backlog().await;
         loop {
             // The handle is gone (depot failed to start): nobody will ever say stop.
@@ -76,8 +117,10 @@ impl Task {
                 continue;
             };
 
-            let max = self.settings.batch;
-            let batch = self.store(move |o| o.next_batch(max, turn)).await;
+            let (max, max_bytes) = (limit.get(), self.settings.batch_bytes);
+            let batch = self
+                .store(move |o| o.next_batch_within(max, max_bytes, turn))
+                .await;
             turn = turn.wrapping_add(1);
             let batch = match batch {
                 Ok(batch) => batch,
@@ -136,6 +179,8 @@ impl Task {
                         continue;
                     }
                     backoff.reset();
+                    limit.succeeded();
+                    self.shared.lock().batch_limit = limit.get();
                     self.refresh_backlog().await;
                     if !draining && last_prune.elapsed() >= PRUNE_EVERY {
                         self.prune().await;
@@ -143,6 +188,17 @@ impl Task {
                     }
                 }
                 Err(e) => {
+                    if e.is_timeout() {
+                        limit.timed_out(batch.len());
+                        self.shared.lock().batch_limit = limit.get();
+                        let bytes: usize = batch.iter().map(|r| r.payload.len()).sum();
+                        tracing::warn!(
+                            records = batch.len(),
+                            bytes,
+                            next_limit = limit.get(),
+                            "PostgreSQL took too long over a batch; the next batches are smaller"
+                        );
+                    }
                     let delay = self.failed(&e, &mut backoff);
                     if let Some(conn) = pg.take() {
                         conn.close(true, CLOSE_STEP).await;
@@ -171,13 +227,40 @@ impl Task {
             conn = connect => conn?,
             () = interrupted(self.control.clone()) => return Err(ForwardError::CutOff),
         };
-        let target_id = conn.target_id.clone();
-        if self.store(move |o| o.bind_target(&target_id)).await? {
+        let (target_id, tables) = (conn.target_id.clone(), conn.tables.clone());
+        let (new_target, new_tables) = self
+            .store(move |o| Ok((o.bind_target(&target_id)?, o.bind_tables(&tables)?)))
+            .await?;
+        if new_target {
             tracing::warn!(
                 target = %self.shared.target,
                 "forward_to now names another PostgreSQL database than the one the delivery \
                  cursors refer to: every record still in the local store will be delivered to it"
             );
+        }
+        if new_tables {
+            tracing::warn!(
+                target = %self.shared.target,
+                "PostgreSQL's depot_records (or depot_rejected) is not the table the delivery \
+                 cursors refer to — it was dropped and created again: every record still in the \
+                 local store will be delivered to it"
+            );
+        }
+        if new_target || new_tables {
+            // Records that retention deleted after delivering them cannot be sent again: say so,
+            // loudly, rather than report a target that lacks them as caught up.
+            let pruned = self.store(|o| o.pruned_records()).await?;
+            if pruned > 0 {
+                let message = format!(
+                    "the PostgreSQL tables depot delivers to are new, but {pruned} records \
+                     delivered before were already deleted from the local store \
+                     (retain_delivered) and cannot be sent again: the new tables lack them"
+                );
+                tracing::error!(target = %self.shared.target, pruned, "{message}");
+                metrics::counter!("depot_forward_errors_total", "kind" => "records_lost_on_target")
+                    .increment(1);
+                self.shared.lock().last_error = Some((message, UnixMillis::now()));
+            }
         }
         tracing::info!(target = %self.shared.target, origin = %self.shared.origin, "connected to PostgreSQL");
         Ok(conn)
@@ -338,5 +421,33 @@ async fn interrupted(mut control: watch::Receiver<Control>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BatchLimit;
+
+    #[test]
+    fn the_batch_limit_halves_to_one_and_grows_back() {
+        let mut limit = BatchLimit::new(1000);
+        limit.timed_out(1000);
+        assert_eq!(limit.get(), 500);
+        limit.timed_out(37); // a batch the byte budget cut short
+        assert_eq!(limit.get(), 18);
+        for _ in 0..10 {
+            limit.timed_out(limit.get());
+        }
+        assert_eq!(limit.get(), 1, "never below one record");
+        for _ in 0..3 {
+            limit.succeeded();
+        }
+        assert_eq!(limit.get(), 1);
+        limit.succeeded();
+        assert_eq!(limit.get(), 2);
+        for _ in 0..100 {
+            limit.succeeded();
+        }
+        assert_eq!(limit.get(), 1000, "back to forward_batch, not beyond");
     }
 }

@@ -153,7 +153,12 @@ pub async fn read_records(
     }
     let after = query.after;
     let name = stream.clone();
-    let records = state.read(move |r| r.read(&name, after, limit)).await?;
+    // A page ends at `max_page_bytes` of payloads (a larger record comes alone): `next_after` says
+    // where the next one starts.
+    let max_bytes = state.config.max_page_bytes;
+    let records = state
+        .read(move |r| r.read_page(&name, after, limit, max_bytes))
+        .await?;
     let next_after = records.last().map(|r| r.seq).unwrap_or(after);
     let records: Vec<OutRecord> = records
         .into_iter()

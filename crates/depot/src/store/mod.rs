@@ -48,8 +48,8 @@
 //! |---|---|
 //! | `depot.sqlite3` | the database (SQLite format 3, page size 4096) |
 //! | `depot.sqlite3-wal`, `depot.sqlite3-shm` | SQLite's write-ahead log and its index, while open. An empty WAL is filled with 4.3 MiB of zeros at open, so that commits overwrite it rather than grow it |
-//! | `depot.lock` | held with an exclusive advisory lock by the open [`Writer`]; empty |
-//! | `clean-shutdown` | written (then fsynced, with its directory) by [`Writer::close`] after the last connection closed; removed (and the directory fsynced) by [`Store::open`]. If the database exists and this file is missing, the last run did not stop cleanly. Its content is informational. |
+//! | `depot.lock` | held with an exclusive advisory lock from [`Store::open`] until the last connection of the store has closed (the [`Writer`], every read in flight, every [`Outbox`]); holds the PID |
+//! | `clean-shutdown` | written (then fsynced, with its directory) by [`Writer::close`] after the final checkpoint; removed (and the directory fsynced) by [`Store::open`]. If the database exists and this file is missing, the last run did not stop cleanly. Its content is informational. |
 //!
 //! The database header carries `application_id` = [`APPLICATION_ID`] (`0x4450_4f54`, "DPOT") and
 //! `user_version` = [`SCHEMA_VERSION`]. [`Store::open`] refuses any other application id (or an

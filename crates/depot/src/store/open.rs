@@ -205,7 +205,7 @@ impl Store {
             });
         }
         let paths = Arc::new(Paths::new(dir));
-        let lock = take_lock(&paths.lock)?;
+        let lock = Arc::new(take_lock(&paths.lock)?);
 
         let existed = file_len(&paths.db)? > 0 || file_len(&paths.wal)? > 0;
         let wal_bytes_at_open = file_len(&paths.wal)?;
@@ -236,6 +236,7 @@ impl Store {
 
         let readers = Readers::new(
             paths.clone(),
+            Arc::downgrade(&lock),
             options.max_idle_readers,
             options.busy_timeout,
         );

@@ -24,7 +24,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::StoreError;
 use super::open::Paths;
-use super::readers::Readers;
+use super::readers::{Readers, records_after};
 use super::writer::{UnixMillis, seq_u64};
 
 /// Most rows one retention transaction deletes, so that appends never wait long for the lock.
@@ -71,6 +71,9 @@ pub enum Prune {
 pub struct Outbox {
     conn: Connection,
     paths: Arc<Paths>,
+    /// A share of the data directory's lock: it stays held until this connection has closed
+    /// (fields drop in order), even if the writer closed first.
+    _lock: Arc<winddown::LockFile>,
 }
 
 impl fmt::Debug for Outbox {
@@ -83,8 +86,10 @@ impl fmt::Debug for Outbox {
 
 impl Outbox {
     /// Opens the outbox's own connection to the store that `readers` read (which must be open:
-    /// the writer holds the data directory's lock).
+    /// [`StoreError::Closed`] otherwise). The data directory's lock stays held until this
+    /// connection is closed (dropped), even if the writer closes first.
     pub fn open(readers: &Readers) -> Result<Outbox, StoreError> {
+        let lock = readers.lock()?;
         let paths = readers.paths().clone();
         let db = paths.db.as_path();
         let sqlite = |e| StoreError::sqlite(db, e);
@@ -97,7 +102,11 @@ impl Outbox {
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(sqlite)?;
         conn.set_prepared_statement_cache_capacity(16);
-        Ok(Outbox { conn, paths })
+        Ok(Outbox {
+            conn,
+            paths,
+            _lock: lock,
+        })
     }
 
     fn sqlite(&self, e: rusqlite::Error) -> StoreError {
@@ -148,54 +157,120 @@ impl Outbox {
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 [target_id],
             )?;
+            // The tables of the new target are adopted by the next `bind_tables`.
+            tx.execute("DELETE FROM meta WHERE key = 'forward_target_tables'", [])?;
             tx.commit()?;
             Ok(had_cursors > 0)
         })();
         result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
     }
 
-    /// Up to `max` undelivered records, in sequence order within each stream. Streams take turns:
-    /// the first one read is the `turn`-th (modulo the number of streams with a backlog), so that
-    /// one busy stream cannot starve the others.
+    /// Ties the cursors to the target's tables themselves (`tables` names them: PostgreSQL's
+    /// oids of `depot_records` and `depot_rejected`), so that a table dropped and created again
+    /// under the same `target_id` is not taken for the one the cursors refer to. The first call
+    /// for a target records `tables`; a later call with other `tables` resets the cursors
+    /// (everything still stored will be delivered again, the primary key making what is already
+    /// there a no-op) and returns `true`.
+    pub fn bind_tables(&mut self, tables: &str) -> Result<bool, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
+        let result = (|| {
+            let bound: Option<String> = tx
+                .query_row(
+                    "SELECT value FROM meta WHERE key = 'forward_target_tables'",
+                    [],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if bound.as_deref() == Some(tables) {
+                return Ok(false);
+            }
+            let reset = bound.is_some();
+            if reset {
+                tx.execute("DELETE FROM forward_cursor", [])?;
+            }
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('forward_target_tables', ?1) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [tables],
+            )?;
+            tx.commit()?;
+            Ok(reset)
+        })();
+        result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
+    }
+
+    /// How many records of all streams are no longer in the local store (deleted by retention
+    /// after their delivery): what a target that lost its records cannot get again from here.
+    pub fn pruned_records(&self) -> Result<u64, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM((SELECT COALESCE(MIN(r.seq), s.last_seq + 1) - 1 \
+                 FROM records r WHERE r.stream_id = s.id)), 0) FROM streams s",
+            )
+            .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+            .map(seq_u64)
+            .map_err(|e| self.sqlite(e))
+    }
+
+    /// Up to `max` undelivered records, in sequence order within each stream, with no byte
+    /// budget. See [`Outbox::next_batch_within`].
     pub fn next_batch(&self, max: usize, turn: usize) -> Result<Vec<OutboxRecord>, StoreError> {
-        let pending = pending(&self.conn).map_err(|e| self.sqlite(e))?;
+        self.next_batch_within(max, usize::MAX, turn)
+    }
+
+    /// Up to `max` undelivered records whose payloads add up to at most `max_bytes` (the first
+    /// record comes even if it alone is larger, so that a large record is never stuck), in
+    /// sequence order within each stream. Streams take turns: the first one read is the
+    /// `turn`-th (modulo the number of streams with a backlog), so that one busy stream cannot
+    /// starve the others. Rows are read only as far as the budget reaches.
+    pub fn next_batch_within(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        turn: usize,
+    ) -> Result<Vec<OutboxRecord>, StoreError> {
+        let tx = self
+            .conn
+            .unchecked_transaction()
+            .map_err(|e| self.sqlite(e))?;
+        let pending = pending(&tx).map_err(|e| self.sqlite(e))?;
         if pending.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
         let first = turn % pending.len();
         let mut batch = Vec::new();
-        let mut read = self
-            .conn
-            .prepare_cached(
-                "SELECT seq, payload, received_at_ms FROM records \
-                 WHERE stream_id = ?1 AND seq > ?2 ORDER BY seq LIMIT ?3",
-            )
-            .map_err(|e| self.sqlite(e))?;
+        let mut bytes = 0usize;
         for p in pending[first..].iter().chain(&pending[..first]) {
             let room = max - batch.len();
-            if room == 0 {
+            let budget = max_bytes.saturating_sub(bytes);
+            if room == 0 || (budget == 0 && !batch.is_empty()) {
                 break;
             }
-            let rows = read
-                .query_map(
-                    params![
-                        p.stream_id,
-                        p.delivered,
-                        i64::try_from(room).unwrap_or(i64::MAX)
-                    ],
-                    |row| {
-                        Ok(OutboxRecord {
-                            stream: p.name.clone(),
-                            seq: seq_u64(row.get(0)?),
-                            payload: row.get(1)?,
-                            received_at: UnixMillis(row.get(2)?),
-                        })
-                    },
-                )
-                .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
-                .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
-            batch.extend(rows);
+            let (records, read) = records_after(
+                &tx,
+                p.stream_id,
+                seq_u64(p.delivered),
+                room,
+                budget,
+                batch.is_empty(),
+            )
+            .map_err(|e| self.sqlite(e))?;
+            if records.is_empty() {
+                // The next stream's first record is larger than what is left of the budget.
+                break;
+            }
+            bytes = bytes.saturating_add(read);
+            batch.extend(records.into_iter().map(|r| OutboxRecord {
+                stream: p.name.clone(),
+                seq: r.seq,
+                payload: r.payload,
+                received_at: r.received_at,
+            }));
         }
+        tx.commit().map_err(|e| self.sqlite(e))?;
         Ok(batch)
     }
 

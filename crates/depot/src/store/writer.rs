@@ -102,8 +102,9 @@ pub struct Writer {
     paths: Arc<Paths>,
     readers: Readers,
     poisoned: Option<Arc<StoreError>>,
-    /// Holds the data directory's advisory lock for as long as the writer lives.
-    lock: winddown::LockFile,
+    /// The data directory's advisory lock. Every other connection (readers, the outbox) holds a
+    /// share of it, so that it is released only when the last connection has closed.
+    lock: Arc<winddown::LockFile>,
 }
 
 impl fmt::Debug for Writer {
@@ -120,7 +121,7 @@ impl Writer {
         conn: Connection,
         paths: Arc<Paths>,
         readers: Readers,
-        lock: winddown::LockFile,
+        lock: Arc<winddown::LockFile>,
     ) -> Self {
         Writer {
             conn,
@@ -141,6 +142,11 @@ impl Writer {
     /// (`PRAGMA wal_checkpoint(TRUNCATE)`, waiting up to the busy timeout for reads in flight),
     /// closes the connection, then creates and fsyncs the `clean-shutdown` marker and fsyncs the
     /// directory.
+    ///
+    /// The data directory's lock is released only once every connection of the store has closed:
+    /// here if none is left, otherwise when the last read in flight returns or the last
+    /// [`Outbox`](super::Outbox) is dropped. Until then no other depot can open the store (and,
+    /// say, preallocate a WAL that a connection of this one could still write to).
     ///
     /// On error no marker is written, so the next open reports an unclean shutdown; everything
     /// acknowledged is still in the database or its WAL. A poisoned writer returns

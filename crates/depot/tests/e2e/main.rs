@@ -6,5 +6,6 @@
 mod faults;
 mod hostile;
 mod loops;
+mod memory;
 mod security;
 mod support;
