@@ -6,5 +6,6 @@
 mod faults;
 mod hostile;
 mod loops;
+mod observability;
 mod security;
 mod support;
