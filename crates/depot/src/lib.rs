@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod control;
 pub mod forward;

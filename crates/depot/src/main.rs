@@ -76,6 +76,13 @@ enum Command {
     Uninstall,
     /// Start the installed service.
     Start,
+    /// Copy the store, consistently, while depot runs (or not): every record acknowledged before
+    /// the backup began is in the copy. Refuses an existing target.
+    Backup {
+        /// The file to write (its directory must exist; the file must not).
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -123,6 +130,10 @@ fn main() -> ExitCode {
         ),
         Command::Uninstall => report(manage::uninstall()),
         Command::Start => report(manage::start()),
+        Command::Backup { to } => report(depot::backup::backup(&config.data_dir, &to).map(|b| {
+            println!("{b}");
+            0
+        })),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

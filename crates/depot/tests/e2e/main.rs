@@ -3,6 +3,7 @@
 //! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
 #![cfg(unix)]
 
+mod backup;
 mod faults;
 mod hostile;
 mod loops;
