@@ -14,3 +14,4 @@ pub mod http;
 pub mod manage;
 pub mod metrics;
 pub mod store;
+pub mod upgrade;

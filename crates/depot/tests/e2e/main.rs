@@ -10,3 +10,4 @@ mod loops;
 mod observability;
 mod security;
 mod support;
+mod upgrade;
