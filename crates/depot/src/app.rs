@@ -90,7 +90,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         "summary": store.report.to_string(),
     });
     let metrics = crate::metrics::install();
-    crate::metrics::record_last_shutdown(last_shutdown.as_ref());
+    crate::metrics::record_last_shutdown(
+        last_shutdown.as_ref(),
+        matches!(store.report.last_run, crate::store::LastRun::Unclean),
+    );
 
     let committer = GroupCommit::start(
         store.writer,

@@ -6,6 +6,7 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod backup;
 pub mod config;
 pub mod control;
 pub mod forward;
@@ -13,3 +14,4 @@ pub mod http;
 pub mod manage;
 pub mod metrics;
 pub mod store;
+pub mod upgrade;

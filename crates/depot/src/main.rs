@@ -76,6 +76,27 @@ enum Command {
     Uninstall,
     /// Start the installed service.
     Start,
+    /// Copy the store, consistently, while depot runs (or not): every record acknowledged before
+    /// the backup began is in the copy. Refuses an existing target.
+    Backup {
+        /// The file to write (its directory must exist; the file must not).
+        #[arg(long, value_name = "PATH")]
+        to: PathBuf,
+    },
+    /// Replace the installed service's binary (systemd): checks the new one runs, stops the
+    /// service (it drains), keeps the old binary as depot.old, starts the new one and waits for
+    /// /readyz; puts the old one back and starts it if the new one does not come up.
+    Upgrade {
+        /// The new depot binary.
+        #[arg(long, value_name = "PATH")]
+        binary: PathBuf,
+        /// How long the new process may take to become ready before the upgrade rolls back.
+        #[arg(long, default_value_t = 60, value_name = "SECONDS")]
+        timeout: u64,
+        /// The systemctl program (tests stand a script in for it).
+        #[arg(long, hide = true, value_name = "PATH")]
+        systemctl: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -132,6 +153,27 @@ fn main() -> ExitCode {
         ),
         Command::Uninstall => report(manage::uninstall()),
         Command::Start => report(manage::start()),
+        Command::Upgrade {
+            binary,
+            timeout,
+            systemctl,
+        } => report(
+            std::env::current_exe()
+                .map_err(|e| format!("cannot find depot's own executable: {e}"))
+                .and_then(|installed| {
+                    depot::upgrade::upgrade(&depot::upgrade::Upgrade {
+                        binary,
+                        installed,
+                        data_dir: config.data_dir.clone(),
+                        ready_timeout: Duration::from_secs(timeout),
+                        systemctl,
+                    })
+                }),
+        ),
+        Command::Backup { to } => report(depot::backup::backup(&config.data_dir, &to).map(|b| {
+            println!("{b}");
+            0
+        })),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -37,6 +37,7 @@ pub async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.committer.stats();
     metrics::gauge!("depot_commit_queue_depth").set((stats.queued + stats.in_flight) as f64);
+    crate::metrics::refresh(&state);
     if state.forward.get().is_some()
         && let Ok(backlog) = state.read(|r| r.forward_backlog()).await
     {

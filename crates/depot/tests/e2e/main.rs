@@ -3,9 +3,12 @@
 //! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
 #![cfg(unix)]
 
+mod backup;
 mod faults;
 mod hostile;
 mod loops;
 mod memory;
+mod observability;
 mod security;
 mod support;
+mod upgrade;
