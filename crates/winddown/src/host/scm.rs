@@ -490,7 +490,8 @@ impl ScmService {
     }
 
     /// Runs `app` with this service's host on the current runtime, as its own task: a panic is a
-    /// failed program, not a lost `STOPPED`.
+    /// failed program, not a lost `STOPPED`. (Used by the Windows glue and by `testing`.)
+    #[cfg_attr(not(any(windows, feature = "testing")), allow(dead_code))]
     pub(crate) async fn run_app(&self, app: BoxedApp) -> Result<ShutdownReport, AppError> {
         let host = self.host();
         match tokio::spawn(async move { app(host).await }).await {

@@ -14,7 +14,6 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::reason::StopReason;
@@ -27,8 +26,9 @@ type PhaseFuture = Pin<Box<dyn Future<Output = Result<(), PhaseError>> + Send + 
 type PhaseAction = Box<dyn FnOnce(PhaseContext) -> PhaseFuture + Send + 'static>;
 
 /// Where a phase stands in the drain. Phases run in this order, whatever order they were added in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Stage {
     /// Stop taking new work: readiness off, listeners closed, intake refused.
     StopAccepting,
@@ -76,8 +76,9 @@ impl fmt::Display for Stage {
 }
 
 /// Whether a phase may be skipped when the stop is hurried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Criticality {
     /// Always runs, even after earlier phases overran or a second interrupt: durability depends on it.
     Required,

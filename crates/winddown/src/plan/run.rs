@@ -143,7 +143,7 @@ pub async fn drain(
         outcome = ?report.outcome,
         exit_code = report.exit_code(),
         duration_ms = report.duration.as_millis() as u64,
-        report = %report.to_json(),
+        report = %report.log_form(),
         "shutdown finished: {:?} in {:.3} s",
         report.outcome,
         report.duration.as_secs_f64()
