@@ -353,6 +353,52 @@ fn finish(result: Result<ShutdownReport, AppError>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{CustomStop, Stage};
+    use std::sync::Mutex;
+
+    /// A supervisor of the program's own: a custom host kind, hooks that record what the drain
+    /// tells the manager, and a custom stop source (the supervisor's "stop" message).
+    #[derive(Default)]
+    struct Supervisor(Mutex<Vec<String>>);
+
+    impl Reporter for Supervisor {
+        fn progress(&self, progress: &Progress) {
+            self.0.lock().unwrap().push(progress.status_line());
+        }
+        fn finished(&self, report: &ShutdownReport) {
+            self.0.lock().unwrap().push(format!("finished: {:?}", report.outcome));
+        }
+    }
+
+    impl HostHooks for Supervisor {
+        fn ready(&self) {
+            self.0.lock().unwrap().push("ready".to_owned());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_custom_host_with_a_custom_stop_source_drains_and_reports_to_its_hooks() {
+        const SUPERVISOR_STOP: StopReason =
+            StopReason::Custom(CustomStop::new("supervisor_stop", Duration::from_secs(7)));
+        let hooks = Arc::new(Supervisor::default());
+        let host = Host::new(HostKind::Custom("supervisor"), Shutdown::new(), hooks.clone());
+        assert_eq!(host.kind(), HostKind::Custom("supervisor"));
+        host.ready();
+        host.shutdown().trigger(SUPERVISOR_STOP);
+        let plan = DrainPlan::new().phase(Stage::Flush, "flush", |_| async {
+            Ok::<_, std::io::Error>(())
+        });
+        let report = host.drain(plan).await;
+        assert_eq!(report.reason, SUPERVISOR_STOP);
+        assert_eq!(report.budget, Duration::from_secs(7));
+        let seen = hooks.0.lock().unwrap().clone();
+        assert_eq!(seen.first().map(String::as_str), Some("ready"));
+        assert!(
+            seen.iter().any(|l| l == "stopping (supervisor_stop): phase 1/1 flush \"flush\""),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("finished: Clean"));
+    }
 
     #[test]
     fn stop_budget_parses_whole_milliseconds_only() {

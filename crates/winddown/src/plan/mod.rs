@@ -8,6 +8,8 @@
 
 mod run;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
@@ -182,6 +184,18 @@ pub struct PhaseContext {
     pub(crate) deadline: Instant,
     pub(crate) shutdown: Shutdown,
     pub(crate) notes: Arc<Mutex<PhaseNotes>>,
+    pub(crate) handoff: Handoff,
+}
+
+/// Values a phase hands to a later phase of the same drain, one per type.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>);
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+        f.debug_struct("Handoff").field("held", &held).finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -225,6 +239,49 @@ impl PhaseContext {
     /// A line for the shutdown report ("flushed 1000 records in 3 batches").
     pub fn set_detail(&self, detail: impl Into<String>) {
         self.notes.lock().unwrap_or_else(|e| e.into_inner()).detail = Some(detail.into());
+    }
+
+    /// Hands `value` to a later phase of this drain, which [`take`](PhaseContext::take)s it by
+    /// its type: the listener phase hands over the open connections, the flush phase the store it
+    /// got back. One value per type (a second `put` replaces the first); wrap plain types in a
+    /// type of your own. What no phase takes is dropped when the drain ends.
+    ///
+    /// ```
+    /// # use winddown::{DrainPlan, Stage};
+    /// struct Connections(Vec<u32>);
+    /// let plan = DrainPlan::new()
+    ///     .phase(Stage::StopAccepting, "close listener", |ctx| async move {
+    ///         ctx.put(Connections(vec![1, 2]));
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .phase(Stage::FinishInFlight, "in-flight", |ctx| async move {
+    ///         let Some(Connections(open)) = ctx.take::<Connections>() else {
+    ///             return Err("the listener phase handed over no connections".into());
+    ///         };
+    ///         // … wait for `open` to finish …
+    ///         # let _ = open;
+    ///         Ok::<_, winddown::PhaseError>(())
+    ///     });
+    /// ```
+    pub fn put<T: Send + 'static>(&self, value: T) {
+        self.handoff
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// Takes the value of type `T` an earlier phase [`put`](PhaseContext::put), if there is one
+    /// (none if that phase failed or was cut off before it put it).
+    pub fn take<T: Send + 'static>(&self) -> Option<T> {
+        let value = self
+            .handoff
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&TypeId::of::<T>())?;
+        // Keyed by `TypeId::of::<T>()`: the downcast cannot fail.
+        value.downcast::<T>().ok().map(|b| *b)
     }
 }
 
