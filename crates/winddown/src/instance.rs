@@ -142,6 +142,19 @@ pub struct Status {
     pub last_shutdown: Option<ShutdownReport>,
 }
 
+/// What [`Instance::stop`] tells its caller as the stop goes.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum StopEvent<'a> {
+    /// The stop signal went to this process.
+    Signalled {
+        /// Its process id.
+        pid: u32,
+    },
+    /// A progress report of its drain.
+    Progress(&'a Progress),
+}
+
 /// What [`Instance::stop`] saw.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stopped {
@@ -259,9 +272,10 @@ impl Instance {
         })
     }
 
-    /// Asks the running instance to stop (`SIGTERM`), calls `on_progress` with each progress
-    /// report of its drain as it happens, and returns its report once it is gone. `Ok(None)` when
-    /// it does not run. Gives up after `timeout` ([`InstanceError::StillStopping`]).
+    /// Asks the running instance to stop (`SIGTERM`), tells `on_event` when the signal went out
+    /// and each progress report of its drain as it happens, and returns its report once it is
+    /// gone. `Ok(None)` when it does not run. Gives up after `timeout`
+    /// ([`InstanceError::StillStopping`]).
     ///
     /// The PID comes from the lock file, which only a process holding the lock can write; still, a
     /// PID that cannot be an instance's (0, 1, or beyond `i32::MAX`, which `kill` would read as
@@ -269,7 +283,7 @@ impl Instance {
     pub fn stop(
         &self,
         timeout: Duration,
-        mut on_progress: impl FnMut(&Progress),
+        mut on_event: impl FnMut(StopEvent<'_>),
     ) -> Result<Option<Stopped>, InstanceError> {
         let lock = self.lock_path();
         let Some(pid) = LockFile::holder(&lock) else {
@@ -281,13 +295,14 @@ impl Instance {
         })?;
         let signalled_at = SystemTime::now();
         target.terminate()?;
+        on_event(StopEvent::Signalled { pid });
         let start = Instant::now();
         let mut follow = Follow::default();
         let mut last = String::from("(none yet)");
         let finished = loop {
             let finished = follow.read(&self.progress_path(), |p| {
                 last = progress_line(p);
-                on_progress(p);
+                on_event(StopEvent::Progress(p));
             });
             if finished.is_some() {
                 break finished;
@@ -451,7 +466,8 @@ pub fn report_lines(report: &ShutdownReport) -> String {
 }
 
 /// Prints progress for a person: on a terminal one line redrawn in place (with a spinner), else a
-/// line each time the status changes. Pass [`ProgressPrinter::print`] to [`Instance::stop`].
+/// line each time the status changes. Call [`ProgressPrinter::print`] with each
+/// [`StopEvent::Progress`] of [`Instance::stop`].
 #[derive(Debug)]
 pub struct ProgressPrinter<W: Write> {
     out: W,
