@@ -50,7 +50,11 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
     match stopped.report {
         Some(report) => {
             print!("{}", instance::report_lines(&report));
-            Ok(if report.outcome == winddown::Outcome::Clean { 0 } else { 1 })
+            Ok(if report.outcome == winddown::Outcome::Clean {
+                0
+            } else {
+                1
+            })
         }
         None => {
             println!("depot stopped without a shutdown report (killed, or it crashed)");

@@ -439,8 +439,9 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
         "{text}"
     );
     assert!(
-        lines.iter().any(|l| l.starts_with("  group commit ")
-            && l.contains(" s  done — 0 requests flushed")),
+        lines.iter().any(
+            |l| l.starts_with("  group commit ") && l.contains(" s  done — 0 requests flushed")
+        ),
         "{text}"
     );
     assert_eq!(
@@ -579,8 +580,9 @@ kill "$bystander" 2>/dev/null"#;
             "PID {pid}: it claims to have signalled\n{stdout}"
         );
         assert!(
-            stderr.contains(&format!("names PID {pid}, which cannot be a running instance's"))
-                && stderr.contains("depot.lock"),
+            stderr.contains(&format!(
+                "names PID {pid}, which cannot be a running instance's"
+            )) && stderr.contains("depot.lock"),
             "PID {pid}: {stderr}"
         );
     }

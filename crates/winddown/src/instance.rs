@@ -328,9 +328,9 @@ impl Instance {
         // left by a run that was killed).
         let report = match finished {
             Some(report) => Some(*report),
-            None => self.last_shutdown()?.filter(|r| {
-                r.started_at + Duration::from_secs(1) >= signalled_at
-            }),
+            None => self
+                .last_shutdown()?
+                .filter(|r| r.started_at + Duration::from_secs(1) >= signalled_at),
         };
         Ok(Some(Stopped { pid, report }))
     }
@@ -612,7 +612,10 @@ mod tests {
             assert_eq!(read.event, written.event);
             assert_eq!(read.checkpoint, written.checkpoint);
             assert_eq!(read.reason, written.reason);
-            assert_eq!(read.phase.as_ref().map(|p| &p.name), written.phase.as_ref().map(|p| &p.name));
+            assert_eq!(
+                read.phase.as_ref().map(|p| &p.name),
+                written.phase.as_ref().map(|p| &p.name)
+            );
             assert_eq!(read.elapsed.as_millis(), written.elapsed.as_millis());
         }
         let ended: Vec<String> = seen
@@ -674,7 +677,10 @@ mod tests {
         assert_eq!(last.phases.len(), 2);
         assert_eq!(last.reason, StopReason::SigTerm);
         assert_eq!(last.outcome, report.outcome);
-        assert_eq!(last.phases[1].detail.as_deref(), Some("1000 records flushed"));
+        assert_eq!(
+            last.phases[1].detail.as_deref(),
+            Some("1000 records flushed")
+        );
         let lines = report_lines(&last);
         assert!(
             lines.starts_with("last shutdown: clean after sig_term, every phase done in "),

@@ -346,7 +346,10 @@ async fn phases_hand_values_on_by_type() {
         .phase(Stage::FinishInFlight, "in-flight", move |ctx| async move {
             let open = ctx.take::<Connections>().map(|c| c.0);
             let again = ctx.take::<Connections>().map(|c| c.0);
-            seen_in_flight.lock().unwrap().push(format!("{open:?} then {again:?}"));
+            seen_in_flight
+                .lock()
+                .unwrap()
+                .push(format!("{open:?} then {again:?}"));
             Ok::<_, std::io::Error>(())
         })
         // Cut off before it hands the store on: the close phase must see nothing, and say so.
@@ -370,11 +373,16 @@ async fn phases_hand_values_on_by_type() {
     assert_eq!(*seen.lock().unwrap(), ["Some(7) then None", "None"]);
     assert!(matches!(
         run.report.phase("flush").unwrap().outcome,
-        PhaseOutcome::CutOff { by: CutOffBy::Deadline }
+        PhaseOutcome::CutOff {
+            by: CutOffBy::Deadline
+        }
     ));
     assert!(matches!(
         &run.report.phase("close").unwrap().outcome,
         PhaseOutcome::Failed { error } if error == "no store was handed over"
     ));
-    assert!(*dropped.lock().unwrap(), "a value nobody took is dropped with the drain");
+    assert!(
+        *dropped.lock().unwrap(),
+        "a value nobody took is dropped with the drain"
+    );
 }

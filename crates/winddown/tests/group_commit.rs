@@ -10,9 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::{ControlledSink, Controller, FileSink, Step, disk_dir};
-use winddown::commit::{
-    CommitConfig, CommitError, DrainReport, GroupCommit, Sink, WhenFull,
-};
+use winddown::commit::{CommitConfig, CommitError, DrainReport, GroupCommit, Sink, WhenFull};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 

@@ -366,7 +366,10 @@ mod tests {
             self.0.lock().unwrap().push(progress.status_line());
         }
         fn finished(&self, report: &ShutdownReport) {
-            self.0.lock().unwrap().push(format!("finished: {:?}", report.outcome));
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("finished: {:?}", report.outcome));
         }
     }
 
@@ -381,7 +384,11 @@ mod tests {
         const SUPERVISOR_STOP: StopReason =
             StopReason::Custom(CustomStop::new("supervisor_stop", Duration::from_secs(7)));
         let hooks = Arc::new(Supervisor::default());
-        let host = Host::new(HostKind::Custom("supervisor"), Shutdown::new(), hooks.clone());
+        let host = Host::new(
+            HostKind::Custom("supervisor"),
+            Shutdown::new(),
+            hooks.clone(),
+        );
         assert_eq!(host.kind(), HostKind::Custom("supervisor"));
         host.ready();
         host.shutdown().trigger(SUPERVISOR_STOP);
@@ -394,7 +401,8 @@ mod tests {
         let seen = hooks.0.lock().unwrap().clone();
         assert_eq!(seen.first().map(String::as_str), Some("ready"));
         assert!(
-            seen.iter().any(|l| l == "stopping (supervisor_stop): phase 1/1 flush \"flush\""),
+            seen.iter()
+                .any(|l| l == "stopping (supervisor_stop): phase 1/1 flush \"flush\""),
             "{seen:?}"
         );
         assert_eq!(seen.last().map(String::as_str), Some("finished: Clean"));
