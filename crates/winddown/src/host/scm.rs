@@ -2,7 +2,7 @@
 //! platform: Service Control Manager controls become [`Shutdown::trigger`]s, and the drain's
 //! progress becomes the service statuses the SCM expects.
 //!
-//! What the SCM asks of a service that stops (see `PLATFORMS.md`):
+//! What the SCM asks of a service that stops (see docs/PLATFORMS.md):
 //! - the control handler returns at once; the work runs elsewhere;
 //! - while stopping, the service reports `SERVICE_STOP_PENDING` with a checkpoint that grows before
 //!   each wait hint runs out, or the SCM takes it for hung;
