@@ -13,7 +13,7 @@
 //! The program's side:
 //!
 //! ```no_run
-//! # async fn app(host: winddown::Host, plan: winddown::DrainPlan) -> std::io::Result<()> {
+//! # async fn app(host: winddown::Host, plan: winddown::DrainPlan) -> Result<(), Box<dyn std::error::Error>> {
 //! use winddown::{LockFile, instance::Instance};
 //!
 //! let instance = Instance::new("/var/lib/myservice", "myservice");
