@@ -76,6 +76,11 @@ fn child_process() {
             println!("READY on {cpus} CPU(s)");
             let report = host.drain(plan).await;
             println!("REPORT {}", report.to_json());
+            if on_force == ForceAction::Report {
+                // What only a program that was left alive can do: act after a forced drain.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                println!("AFTER THE DRAIN");
+            }
             Ok(report)
         },
     );
@@ -288,6 +293,7 @@ fn with_force_action_report_a_third_sigint_returns_a_forced_report_to_the_progra
     assert_eq!(code, winddown::EXIT_FORCED);
     assert!(took < Duration::from_millis(2000), "{took:?}");
     let report = child.report();
+    child.wait_for("AFTER THE DRAIN", Duration::from_secs(1));
     assert_eq!(report["outcome"], "forced");
     assert_eq!(report["triggers"].as_array().unwrap().len(), 3);
     assert_eq!(phase(&report, "flush")["by"], "force");
