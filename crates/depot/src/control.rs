@@ -66,7 +66,7 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
 /// Prints whether depot runs, where, since when, how many records, and its last shutdown.
 pub fn status(data_dir: &Path) -> Result<i32, String> {
     let instance = crate::app::instance(data_dir);
-    let status = instance.status().map_err(|e| e.to_string())?;
+    let status = instance.status();
     let Some(pid) = status.pid else {
         println!("depot is not running (data in {})", data_dir.display());
         print_last_shutdown(&instance);
