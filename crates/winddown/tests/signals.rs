@@ -264,9 +264,10 @@ fn a_second_sigint_cuts_the_wait_short_but_still_flushes() {
     assert_eq!(phase(&report, "flush")["outcome"], "done");
 }
 
-#[test]
-fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
-    let mut child = spawn("slow-flush", None);
+/// Starts `scenario`, presses Ctrl+C three times during its hour-long flush, and waits for the
+/// exit: the child, its exit code, and the time from the first SIGINT.
+fn three_sigints(scenario: &str) -> (Running, i32, Duration) {
+    let mut child = spawn(scenario, None);
     child.wait_for("READY", Duration::from_secs(10));
     let sent = Instant::now();
     for _ in 0..3 {
@@ -274,6 +275,12 @@ fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (code, took) = child.exit(sent, Duration::from_secs(10));
+    (child, code, took)
+}
+
+#[test]
+fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
+    let (_child, code, took) = three_sigints("slow-flush");
     assert_eq!(code, winddown::EXIT_FORCED);
     assert!(took < Duration::from_millis(1000), "{took:?}");
 }
@@ -282,14 +289,7 @@ fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
 /// drain returns a forced report at once and the program gets to act on it (here: print it).
 #[test]
 fn with_force_action_report_a_third_sigint_returns_a_forced_report_to_the_program() {
-    let mut child = spawn("slow-flush-report", None);
-    child.wait_for("READY", Duration::from_secs(10));
-    let sent = Instant::now();
-    for _ in 0..3 {
-        child.signal(Signal::SIGINT);
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    let (child, code, took) = three_sigints("slow-flush-report");
     assert_eq!(code, winddown::EXIT_FORCED);
     assert!(took < Duration::from_millis(2000), "{took:?}");
     let report = child.report();
