@@ -7,7 +7,7 @@
 //! named phases (stop accepting → finish in-flight → flush → close stores → release) runs within
 //! that budget, reports [`Progress`] to the host while it runs, and returns a [`ShutdownReport`].
 //!
-//! Acknowledging only what is on disk ([`commit`]) makes every stop — even one never announced —
+//! Acknowledging only what is on disk (`winddown::commit`) makes every stop — even one never announced —
 //! lose nothing acknowledged; the drain makes the announced ones tidy and fast.
 //!
 //! ```no_run
@@ -34,12 +34,12 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `commit` | [`commit`]: group commit, acknowledging an item once its batch is durable |
+//! | `commit` | `winddown::commit`: group commit, acknowledging an item once its batch is durable |
 //! | `metrics` | the group commit's metrics through the `metrics` facade (implies `commit`) |
-//! | `serde` | `Serialize`/`Deserialize` for reasons, progress and reports; [`ShutdownReport::to_json`] |
-//! | `service` | [`service`]: install, start, stop and remove a systemd unit, a launchd job or a Windows service |
-//! | `testing` | [`testing`]: simulate any stop in a program's own tests |
-//! | `instance` | [`instance`]: the run file, the progress file a stop follows, the last report; `stop`/`status` (implies `serde`) |
+//! | `serde` | `Serialize`/`Deserialize` for reasons, progress and reports; `ShutdownReport::to_json` |
+//! | `service` | `winddown::service`: install, start, stop and remove a systemd unit, a launchd job or a Windows service |
+//! | `testing` | `winddown::testing`: simulate any stop in a program's own tests |
+//! | `instance` | `winddown::instance`: the run file, the progress file a stop follows, the last report; `stop`/`status` (implies `serde`) |
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 

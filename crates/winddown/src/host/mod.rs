@@ -30,7 +30,7 @@ use crate::{Budgets, DrainPlan, Shutdown, StopReason, drain};
 ///
 /// A service manager's stop timeout (systemd's `TimeoutStopSec`, launchd's `ExitTimeOut`,
 /// Kubernetes' `terminationGracePeriodSeconds`) is not visible to the process, so the install
-/// backends ([`crate::service`]) write it beside the timeout: the stop timeout is the budget plus a
+/// backends (`winddown::service`) write it beside the timeout: the stop timeout is the budget plus a
 /// margin, and the drain plans for the budget. When it is set and valid it overrides the budget of
 /// [`StopReason::SigTerm`] given in [`HostOptions`] — the deployment knows when its manager sends
 /// `SIGKILL`, the program's defaults do not. An invalid value is logged and ignored.

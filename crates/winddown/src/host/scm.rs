@@ -17,7 +17,7 @@
 //! actions fire — once the program has returned.
 //!
 //! The statuses go to a [`StatusSink`]: on Windows the service's status handle
-//! (`SetServiceStatus`) and the Event Log, in tests a [`crate::testing::ScmRecorder`].
+//! (`SetServiceStatus`) and the Event Log, in tests a `winddown::testing::ScmRecorder`.
 
 use std::fmt;
 use std::io;
