@@ -10,30 +10,30 @@
 //! 5. release — temp area removed.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use winddown::commit::{CommitConfig, GroupCommit, WhenFull};
 use winddown::host::AppError;
-use winddown::{DrainPlan, Host, Phase, Progress, Reporter, ShutdownReport, Stage, TempArea};
+use winddown::instance::Instance;
+use winddown::{DrainPlan, Host, Phase, ShutdownReport, Stage, TempArea};
 
 use crate::config::{Config, DurabilityMode};
 use crate::http::{self, AppState, Server};
 use crate::store::{Durability, Store, StoreOptions, Writer};
 
-/// File names in the data directory.
+/// depot's instance files in `data_dir` (winddown's conventions: `depot.lock`,
+/// `depot.running.json`, `shutdown.progress.jsonl`, `last-shutdown.json`), for `depot stop` and
+/// `depot status` to find it.
+pub fn instance(data_dir: &Path) -> Instance {
+    Instance::new(data_dir, "depot")
+}
+
+/// depot's own file names in the data directory (besides the [`instance`] files and the store's).
 pub mod files {
-    /// The single-instance lock; holds the running depot's PID.
-    pub const LOCK: &str = "depot.lock";
-    /// Where the running depot says where it listens (JSON).
-    pub const RUNNING: &str = "depot.running.json";
-    /// Progress of a running drain, one JSON line per report, for `depot stop`.
-    pub const PROGRESS: &str = "shutdown.progress.jsonl";
-    /// The last shutdown's report (JSON).
-    pub const LAST_SHUTDOWN: &str = "last-shutdown.json";
     /// Temporary files; swept at start.
     pub const TEMP: &str = "tmp";
     /// The log of a depot the Windows SCM started (it has no console).
@@ -61,9 +61,13 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
     create_private_dir(&dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     warn_if_shared(&dir);
-    let last_shutdown = fs::read(dir.join(files::LAST_SHUTDOWN))
+    let instance = instance(&dir);
+    let last_shutdown = instance
+        .last_shutdown()
+        .inspect_err(|e| tracing::warn!(error = %e, "ignoring the last shutdown's report"))
         .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        .flatten()
+        .and_then(|report| serde_json::to_value(report).ok());
 
     // Opening the store takes the data directory's single-instance lock (`depot.lock`); only
     // then is it safe to sweep the temp area.
@@ -137,13 +141,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         config.header_read_timeout(),
     )?;
     let addr = server.local_addr();
-    write_atomically(
-        &dir.join(files::RUNNING),
-        serde_json::json!({ "pid": std::process::id(), "listen": addr.to_string() })
-            .to_string()
-            .as_bytes(),
+    instance.announce(
+        Some(addr.to_string()),
+        Some(env!("CARGO_PKG_VERSION").to_owned()),
     )?;
-    let _ = fs::remove_file(dir.join(files::PROGRESS));
     tracing::info!(listen = %addr, data_dir = %dir.display(), pid = std::process::id(), "depot serving");
     say(format_args!(
         "depot serving on http://{addr} — data in {}",
@@ -157,22 +158,23 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         store.readers,
         config.unready_delay_ms,
         temp,
-        &dir,
+        instance.clone(),
     );
     let plan = match &forwarder {
         Some(forwarder) => forwarder.add_phases(plan),
         None => plan,
     };
     host.ready();
-    let progress = ProgressFile::create(&dir.join(files::PROGRESS));
-    let report = host.drain_with(plan, &progress).await;
-    let _ = write_atomically(&dir.join(files::LAST_SHUTDOWN), report.to_json().as_bytes());
-    let _ = fs::remove_file(dir.join(files::RUNNING));
+    let report = host.drain_with(plan, &instance.progress_file()).await;
+    if let Err(e) = instance.record(&report) {
+        tracing::warn!(error = %e, "cannot keep the shutdown report");
+    }
     say(format_args!("{report}"));
     Ok(report)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The drain. The listener phase hands the open connections to the in-flight phase, and the flush
+/// phase the writer it got back to the close phase ([`winddown::PhaseContext::put`]).
 fn drain_plan(
     state: Arc<AppState>,
     server: Server,
@@ -180,13 +182,8 @@ fn drain_plan(
     readers: crate::store::Readers,
     unready_delay_ms: u64,
     temp: TempArea,
-    dir: &Path,
+    instance: Instance,
 ) -> DrainPlan {
-    let connections = Arc::new(Mutex::new(None));
-    let writer: Arc<Mutex<Option<Writer>>> = Arc::new(Mutex::new(None));
-    let (conns_in, conns_out) = (connections.clone(), connections);
-    let (writer_in, writer_out) = (writer.clone(), writer);
-    let running_file: PathBuf = dir.join(files::RUNNING);
     let unready_delay = Duration::from_millis(unready_delay_ms);
     // Time to close the listener after the delay.
     let close = Duration::from_millis(500);
@@ -204,7 +201,7 @@ fn drain_plan(
                         );
                         tokio::time::sleep(delay).await;
                     }
-                    *lock_slot(&conns_in) = Some(server.stop_accepting().await);
+                    ctx.put(server.stop_accepting().await);
                     Ok::<_, std::io::Error>(())
                 },
             )
@@ -218,9 +215,8 @@ fn drain_plan(
         .phase(
             Stage::FinishInFlight,
             "in-flight requests",
-            move |_| async move {
-                let connections = lock_slot(&conns_out).take();
-                if let Some(connections) = connections {
+            move |ctx| async move {
+                if let Some(connections) = ctx.take::<crate::http::Connections>() {
                     connections.finish().await;
                 }
                 Ok::<_, std::io::Error>(())
@@ -232,7 +228,9 @@ fn drain_plan(
                 "{} requests flushed; {} commits since start",
                 drained.flushed, drained.stats.commits
             ));
-            *lock_slot(&writer_in) = drained.sink;
+            if let Some(writer) = drained.sink {
+                ctx.put(writer);
+            }
             match drained.poisoned {
                 Some(cause) => Err(format!("the store was poisoned: {cause}").into()),
                 None => Ok::<_, winddown::PhaseError>(()),
@@ -242,8 +240,7 @@ fn drain_plan(
             Stage::CloseStores,
             "sqlite checkpoint and close",
             move |ctx| async move {
-                let writer = lock_slot(&writer_out).take();
-                let Some(writer) = writer else {
+                let Some(writer) = ctx.take::<Writer>() else {
                     return Err::<(), winddown::PhaseError>(
                         "the writer was not handed back by the flush".into(),
                     );
@@ -259,7 +256,7 @@ fn drain_plan(
         // if a connection outlived it (the forwarder's outbox, after its phases were cut off), it
         // stays held until that one closes too: a new depot must not open a WAL still written to.
         .phase(Stage::Release, "temp area", move |_| async move {
-            let _ = fs::remove_file(&running_file);
+            instance.withdraw();
             temp.release()?;
             Ok::<_, std::io::Error>(())
         })
@@ -270,10 +267,6 @@ fn drain_plan(
 pub fn say(text: std::fmt::Arguments<'_>) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-fn lock_slot<T>(slot: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Creates the data directory readable by its owner only.
@@ -305,38 +298,4 @@ fn warn_if_shared(dir: &Path) {
     }
     #[cfg(not(unix))]
     let _ = dir;
-}
-
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
-}
-
-/// Writes each progress report as a JSON line, for `depot stop` to follow.
-struct ProgressFile(Mutex<Option<fs::File>>);
-
-impl ProgressFile {
-    fn create(path: &Path) -> Self {
-        ProgressFile(Mutex::new(fs::File::create(path).ok()))
-    }
-}
-
-impl Reporter for ProgressFile {
-    fn progress(&self, progress: &Progress) {
-        use std::io::Write;
-        if let Some(file) = lock_slot(&self.0).as_mut()
-            && let Ok(line) = serde_json::to_string(progress)
-        {
-            let _ = writeln!(file, "{line}");
-        }
-    }
-
-    fn finished(&self, report: &ShutdownReport) {
-        use std::io::Write;
-        if let Some(file) = lock_slot(&self.0).as_mut() {
-            let _ = writeln!(file, "{{\"finished\":{}}}", report.to_json());
-        }
-    }
 }

@@ -399,6 +399,7 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
         "{text}"
     );
     assert!(text.contains("0 records"), "{text}");
+    assert!(text.contains("listening on http://127.0.0.1:"), "{text}");
 
     let stop = tokio::task::spawn_blocking({
         let dir = dir.path().to_owned();
@@ -408,8 +409,39 @@ async fn stop_and_status_commands_work_on_a_running_depot() {
     .unwrap();
     let text = String::from_utf8_lossy(&stop.stdout);
     assert!(stop.status.success(), "{text}");
+    // What a person sees: the signal, each phase's real outcome as it ends, then the report.
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines[0],
+        format!("asked depot (PID {}) to stop; draining…", depot.child.id()),
+        "{text}"
+    );
+    let ended: Vec<&str> = lines
+        .iter()
+        .copied()
+        .filter(|l| l.starts_with("  phase ") && !l.contains(" s left"))
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            "  phase 1/5 readiness off, listener closed: done",
+            "  phase 2/5 in-flight requests: done",
+            "  phase 3/5 group commit: done",
+            "  phase 4/5 sqlite checkpoint and close: done",
+            "  phase 5/5 temp area: done",
+        ],
+        "{text}"
+    );
     assert!(
-        text.contains("group commit") && text.contains("last shutdown: clean"),
+        lines
+            .iter()
+            .any(|l| l.starts_with("last shutdown: clean after sig_term, every phase done in ")),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(
+            |l| l.starts_with("  group commit ") && l.contains(" s  done — 0 requests flushed")
+        ),
         "{text}"
     );
     assert_eq!(
@@ -506,6 +538,56 @@ fn install_refuses_windows_only_options_on_linux() {
 }
 
 /// Runs `depot --data-dir <dir> <command>` to its end.
+/// `depot stop` on a lock file that names a PID no instance can have — above `i32::MAX` (which an
+/// `as i32` cast turns into -1: "every process"), 0 (our process group) or 1 (init) — refuses it
+/// and signals nothing. Run inside a new PID namespace (`unshare --pid --fork`) with a bystander
+/// process, so that a `kill(-1)` or `kill(0)` — what the code did before — can only reach the
+/// bystander, never this test run, and the test sees it.
+#[test]
+fn stop_refuses_a_lock_file_pid_that_would_signal_other_processes() {
+    let probe = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .output();
+    if !matches!(&probe, Ok(o) if o.status.success()) {
+        eprintln!("skipping: cannot make a PID namespace (not root?): {probe:?}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let lock_path = dir.path().join("depot.lock");
+    // Held, as by a running depot; then the PID in it replaced.
+    let _lock = winddown::LockFile::acquire(&lock_path).unwrap();
+    for pid in [u64::from(u32::MAX), 2_147_483_648, 0, 1] {
+        std::fs::write(&lock_path, format!("{pid}\n")).unwrap();
+        let script = r#"sleep 30 & bystander=$!
+"$DEPOT" --data-dir "$DATA" stop --timeout 2; echo "exit=$?"
+if kill -0 "$bystander" 2>/dev/null; then echo bystander=alive; else echo bystander=signalled; fi
+kill "$bystander" 2>/dev/null"#;
+        let out = Command::new("unshare")
+            .args(["--pid", "--fork", "--mount-proc", "sh", "-c", script])
+            .env("DEPOT", env!("CARGO_BIN_EXE_depot"))
+            .env("DATA", dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stdout.contains("bystander=alive"),
+            "PID {pid}: a bystander was signalled\n{stdout}{stderr}"
+        );
+        assert!(stdout.contains("exit=1"), "PID {pid}: {stdout}{stderr}");
+        assert!(
+            !stdout.contains("asked depot"),
+            "PID {pid}: it claims to have signalled\n{stdout}"
+        );
+        assert!(
+            stderr.contains(&format!(
+                "names PID {pid}, which cannot be a running instance's"
+            )) && stderr.contains("depot.lock"),
+            "PID {pid}: {stderr}"
+        );
+    }
+}
+
 fn depot_command(dir: &std::path::Path, command: &str) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_depot"))
         .arg("--data-dir")

@@ -3,15 +3,14 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::plan::Stage;
 use crate::reason::StopReason;
 use crate::report::{PhaseOutcome, ShutdownReport};
 
 /// What just happened in the drain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "event")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "event"))]
 pub enum ProgressEvent {
     /// The drain started.
     Started,
@@ -27,7 +26,8 @@ pub enum ProgressEvent {
 }
 
 /// The phase a progress report is about.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PhaseProgress {
     /// Position in the plan, from 0.
     pub index: usize,
@@ -38,17 +38,18 @@ pub struct PhaseProgress {
     /// The phase's stage.
     pub stage: Stage,
     /// Time before the phase is cut off.
-    #[serde(serialize_with = "crate::report::millis")]
+    #[cfg_attr(feature = "serde", serde(with = "crate::report::millis"))]
     pub remaining: Duration,
     /// The phase's own progress line, if it set one.
     pub message: Option<String>,
 }
 
 /// One progress report.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Progress {
     /// What happened.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub event: ProgressEvent,
     /// Grows by one at every report: the SCM's `dwCheckPoint`.
     pub checkpoint: u32,
@@ -57,10 +58,10 @@ pub struct Progress {
     /// The phase concerned (none for [`ProgressEvent::Started`]).
     pub phase: Option<PhaseProgress>,
     /// Time since the drain started.
-    #[serde(serialize_with = "crate::report::millis")]
+    #[cfg_attr(feature = "serde", serde(with = "crate::report::millis"))]
     pub elapsed: Duration,
     /// Time before the stop's deadline (when the platform will end the process).
-    #[serde(serialize_with = "crate::report::millis")]
+    #[cfg_attr(feature = "serde", serde(with = "crate::report::millis"))]
     pub remaining: Duration,
 }
 

@@ -3,8 +3,6 @@
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use serde::{Serialize, Serializer};
-
 use crate::plan::{Criticality, Stage};
 use crate::reason::StopReason;
 use crate::shutdown::Escalation;
@@ -21,8 +19,9 @@ pub const EXIT_FAILED: i32 = 4;
 pub const EXIT_FORCED: i32 = 5;
 
 /// Why a phase was cut off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum CutOffBy {
     /// Its budget ran out.
     Deadline,
@@ -33,8 +32,9 @@ pub enum CutOffBy {
 }
 
 /// Why a phase did not run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum SkipReason {
     /// A second interrupt, or a "flush now" stop, left no time for best-effort phases.
     Hurry,
@@ -43,8 +43,9 @@ pub enum SkipReason {
 }
 
 /// How one phase ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "outcome")]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case", tag = "outcome"))]
 pub enum PhaseOutcome {
     /// It finished within its budget.
     Done,
@@ -90,7 +91,8 @@ impl fmt::Display for PhaseOutcome {
 }
 
 /// What one phase did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct PhaseReport {
     /// The phase's name.
     pub name: String,
@@ -99,22 +101,26 @@ pub struct PhaseReport {
     /// Whether it could be skipped.
     pub criticality: Criticality,
     /// The budget it was given.
-    #[serde(rename = "budget_ms", serialize_with = "millis")]
+    #[cfg_attr(feature = "serde", serde(rename = "budget_ms", with = "millis"))]
     pub budget: Duration,
     /// How long it ran.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[cfg_attr(feature = "serde", serde(rename = "duration_ms", with = "millis"))]
     pub duration: Duration,
     /// How it ended.
-    #[serde(flatten)]
+    #[cfg_attr(feature = "serde", serde(flatten))]
     pub outcome: PhaseOutcome,
     /// What the phase said about its work, if anything.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub detail: Option<String>,
 }
 
 /// How the whole stop went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Outcome {
     /// Every phase finished.
     Clean,
@@ -127,6 +133,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its name in the JSON report: `clean`, `cut_off`, `failed`, `forced`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Clean => "clean",
+            Outcome::CutOff => "cut_off",
+            Outcome::Failed => "failed",
+            Outcome::Forced => "forced",
+        }
+    }
+
     /// The process exit code for this outcome ([`EXIT_CLEAN`], [`EXIT_CUT_OFF`], [`EXIT_FAILED`],
     /// [`EXIT_FORCED`]). On Windows it is also the service-specific exit code, so that a non-clean
     /// stop fires the service's recovery actions.
@@ -141,7 +157,8 @@ impl Outcome {
 }
 
 /// What a drain did, logged as one structured event and returned to the caller.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ShutdownReport {
     /// The stop that started the drain.
     pub reason: StopReason,
@@ -150,13 +167,13 @@ pub struct ShutdownReport {
     /// How far the stop escalated.
     pub escalation: Escalation,
     /// The time the stop allowed, from the drain's start to the deadline.
-    #[serde(rename = "budget_ms", serialize_with = "millis")]
+    #[cfg_attr(feature = "serde", serde(rename = "budget_ms", with = "millis"))]
     pub budget: Duration,
     /// When the drain started (wall clock).
-    #[serde(serialize_with = "unix_millis")]
+    #[cfg_attr(feature = "serde", serde(with = "unix_millis"))]
     pub started_at: SystemTime,
     /// How long the drain took.
-    #[serde(rename = "duration_ms", serialize_with = "millis")]
+    #[cfg_attr(feature = "serde", serde(rename = "duration_ms", with = "millis"))]
     pub duration: Duration,
     /// Each phase, in the order it ran.
     pub phases: Vec<PhaseReport>,
@@ -173,8 +190,19 @@ impl ShutdownReport {
     }
 
     /// The report as one line of JSON.
+    #[cfg(feature = "serde")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// The report as the log's `report` field: one line of JSON with the `serde` feature, the
+    /// table of [`Display`](fmt::Display) without.
+    pub(crate) fn log_form(&self) -> String {
+        #[cfg(feature = "serde")]
+        return self.to_json();
+        #[cfg(not(feature = "serde"))]
+        self.to_string()
     }
 
     /// The report of the phase named `name`, if it ran.
@@ -217,10 +245,6 @@ impl fmt::Display for ShutdownReport {
     }
 }
 
-pub(crate) fn millis<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_u64(d.as_millis().min(u128::from(u64::MAX)) as u64)
-}
-
 /// An error and its sources on one line, joined with `": "` — how a report writes a failed phase's
 /// error, and how a poisoned committer names its cause. A source whose text the line already holds
 /// is left out: many errors repeat their source's message in their own.
@@ -238,12 +262,41 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
-fn unix_millis<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let ms = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
-    s.serialize_u64(ms)
+/// A duration as whole milliseconds in JSON.
+#[cfg(feature = "serde")]
+pub(crate) mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}
+
+/// A wall-clock time as milliseconds since the Unix epoch in JSON.
+#[cfg(feature = "serde")]
+pub(crate) mod unix_millis {
+    use std::time::{Duration, SystemTime};
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+        let ms = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .unwrap_or(0);
+        s.serialize_u64(ms)
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+        let ms = u64::deserialize(d)?;
+        Ok(SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+    }
 }
 
 #[cfg(test)]

@@ -11,8 +11,9 @@ use crate::reason::{Budgets, StopReason};
 use crate::tasks::Tasks;
 
 /// How far a stop has escalated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Escalation {
     /// No stop yet.
     Running,

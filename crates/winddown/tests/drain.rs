@@ -282,7 +282,7 @@ async fn a_failing_or_panicking_phase_fails_the_stop_but_later_phases_run() {
 }
 
 /// Every Windows stop source, through the same `trigger` the Windows hosts call, gets the budget
-/// PLATFORMS.md gives it and the drain mode that goes with it.
+/// docs/PLATFORMS.md gives it and the drain mode that goes with it.
 #[tokio::test(start_paused = true)]
 async fn windows_stop_sources_get_their_platform_budgets() {
     let cases = [
@@ -319,4 +319,70 @@ async fn windows_stop_sources_get_their_platform_budgets() {
         }
         assert!(run.report.duration < Duration::from_secs(secs));
     }
+}
+
+/// A value one phase hands to a later one, by its type: taken once, absent when the phase that
+/// should have put it was cut off first, and dropped with the drain when nobody takes it.
+#[tokio::test(start_paused = true)]
+async fn phases_hand_values_on_by_type() {
+    struct Connections(u32);
+    struct Store(&'static str);
+    struct Leftover(Arc<Mutex<bool>>);
+    impl Drop for Leftover {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = true;
+        }
+    }
+    let dropped = Arc::new(Mutex::new(false));
+    let leftover = Leftover(dropped.clone());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let (seen_in_flight, seen_close) = (seen.clone(), seen.clone());
+    let plan = DrainPlan::new()
+        .phase(Stage::StopAccepting, "listener", move |ctx| async move {
+            ctx.put(Connections(7));
+            ctx.put(leftover);
+            Ok::<_, std::io::Error>(())
+        })
+        .phase(Stage::FinishInFlight, "in-flight", move |ctx| async move {
+            let open = ctx.take::<Connections>().map(|c| c.0);
+            let again = ctx.take::<Connections>().map(|c| c.0);
+            seen_in_flight
+                .lock()
+                .unwrap()
+                .push(format!("{open:?} then {again:?}"));
+            Ok::<_, std::io::Error>(())
+        })
+        // Cut off before it hands the store on: the close phase must see nothing, and say so.
+        .with(
+            Phase::new(Stage::Flush, "flush", |ctx| async move {
+                sleep(Duration::from_secs(60)).await;
+                ctx.put(Store("writer"));
+                Ok::<_, std::io::Error>(())
+            })
+            .weight(1),
+        )
+        .phase(Stage::CloseStores, "close", move |ctx| async move {
+            let store = ctx.take::<Store>().map(|s| s.0);
+            seen_close.lock().unwrap().push(format!("{store:?}"));
+            match store {
+                Some(_) => Ok(()),
+                None => Err::<(), winddown::PhaseError>("no store was handed over".into()),
+            }
+        });
+    let run = testing::simulate(StopReason::SigTerm, plan).await;
+    assert_eq!(*seen.lock().unwrap(), ["Some(7) then None", "None"]);
+    assert!(matches!(
+        run.report.phase("flush").unwrap().outcome,
+        PhaseOutcome::CutOff {
+            by: CutOffBy::Deadline
+        }
+    ));
+    assert!(matches!(
+        &run.report.phase("close").unwrap().outcome,
+        PhaseOutcome::Failed { error } if error == "no store was handed over"
+    ));
+    assert!(
+        *dropped.lock().unwrap(),
+        "a value nobody took is dropped with the drain"
+    );
 }

@@ -10,9 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use common::{ControlledSink, Controller, FileSink, Step, disk_dir};
-use winddown::commit::{
-    CommitConfig, CommitError, DrainReport, Durability, GroupCommit, Sink, WhenFull,
-};
+use winddown::commit::{CommitConfig, CommitError, DrainReport, GroupCommit, Sink, WhenFull};
 
 const PATIENCE: Duration = Duration::from_secs(20);
 
@@ -510,23 +508,6 @@ async fn submit_many_queues_all_or_nothing_and_keeps_order() {
     let report = drain(&committer).await;
     assert_eq!(report.stats.committed_items, 5);
     assert_eq!(FileSink::read_all(&path).unwrap().len(), 5);
-}
-
-#[tokio::test]
-async fn buffered_durability_skips_the_fsync_per_commit_and_syncs_at_drain() {
-    let dir = disk_dir("gc-buffered");
-    let path = dir.path().join("log");
-    let config = CommitConfig::new("t").durability(Durability::Buffered);
-    let committer = GroupCommit::start(FileSink::create(&path).unwrap(), config).unwrap();
-    for i in 0..3 {
-        within(committer.submit(item(i))).await.unwrap();
-    }
-    let sink = drain(&committer).await.sink.unwrap();
-    assert_eq!(
-        sink.fsyncs, 1,
-        "no fsync per commit, one at the end of the drain"
-    );
-    assert_eq!(FileSink::read_all(&path).unwrap().len(), 3);
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use winddown::{Budgets, DrainPlan, HostOptions, LockFile, Stage, StopReason};
+use winddown::{Budgets, DrainPlan, ForceAction, HostOptions, LockFile, Stage, StopReason};
 
 const CHILD_ENV: &str = "WINDDOWN_CHILD";
 
@@ -22,8 +22,16 @@ fn child_process() {
     let budgets = Budgets::new()
         .with(StopReason::SigTerm, Duration::from_secs(5))
         .with(StopReason::SigInt, Duration::from_secs(5));
+    // "…-report": the program, not the library, decides what a forced stop does.
+    let on_force = if scenario.ends_with("-report") {
+        ForceAction::Report
+    } else {
+        ForceAction::Exit
+    };
     let code = winddown::run(
-        HostOptions::new("signals-test").budgets(budgets),
+        HostOptions::new("signals-test")
+            .budgets(budgets)
+            .on_force(on_force),
         move |host| async move {
             let _lock = match std::env::var("WINDDOWN_LOCK") {
                 Ok(path) => {
@@ -31,7 +39,7 @@ fn child_process() {
                 }
                 Err(_) => None,
             };
-            let slow_flush = scenario == "slow-flush";
+            let slow_flush = scenario.starts_with("slow-flush");
             let blocking_flush = scenario == "blocking-flush";
             let in_flight = match scenario.as_str() {
                 "slow" => Duration::from_secs(2),
@@ -68,6 +76,11 @@ fn child_process() {
             println!("READY on {cpus} CPU(s)");
             let report = host.drain(plan).await;
             println!("REPORT {}", report.to_json());
+            if on_force == ForceAction::Report {
+                // What only a program that was left alive can do: act after a forced drain.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                println!("AFTER THE DRAIN");
+            }
             Ok(report)
         },
     );
@@ -251,9 +264,10 @@ fn a_second_sigint_cuts_the_wait_short_but_still_flushes() {
     assert_eq!(phase(&report, "flush")["outcome"], "done");
 }
 
-#[test]
-fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
-    let mut child = spawn("slow-flush", None);
+/// Starts `scenario`, presses Ctrl+C three times during its hour-long flush, and waits for the
+/// exit: the child, its exit code, and the time from the first SIGINT.
+fn three_sigints(scenario: &str) -> (Running, i32, Duration) {
+    let mut child = spawn(scenario, None);
     child.wait_for("READY", Duration::from_secs(10));
     let sent = Instant::now();
     for _ in 0..3 {
@@ -261,8 +275,28 @@ fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let (code, took) = child.exit(sent, Duration::from_secs(10));
+    (child, code, took)
+}
+
+#[test]
+fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
+    let (_child, code, took) = three_sigints("slow-flush");
     assert_eq!(code, winddown::EXIT_FORCED);
     assert!(took < Duration::from_millis(1000), "{took:?}");
+}
+
+/// With `ForceAction::Report` the third SIGINT does not end the process inside the library: the
+/// drain returns a forced report at once and the program gets to act on it (here: print it).
+#[test]
+fn with_force_action_report_a_third_sigint_returns_a_forced_report_to_the_program() {
+    let (child, code, took) = three_sigints("slow-flush-report");
+    assert_eq!(code, winddown::EXIT_FORCED);
+    assert!(took < Duration::from_millis(2000), "{took:?}");
+    let report = child.report();
+    child.wait_for("AFTER THE DRAIN", Duration::from_secs(1));
+    assert_eq!(report["outcome"], "forced");
+    assert_eq!(report["triggers"].as_array().unwrap().len(), 3);
+    assert_eq!(phase(&report, "flush")["by"], "force");
 }
 
 /// A flush that blocks its thread for 30 s, in a process that may use one CPU: the drain still cuts

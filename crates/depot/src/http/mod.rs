@@ -22,7 +22,7 @@ use tracing::Instrument;
 
 pub use auth::AuthToken;
 pub use error::ApiError;
-pub use server::Server;
+pub use server::{Connections, Server};
 
 use crate::config::Config;
 use crate::store::{Readers, StoreError, Writer};

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::shared::{Counters, Outcome, Reply, Shared};
-use super::{CommitConfig, CommitError, Durability, Sink};
+use super::{CommitConfig, CommitError, Sink};
 use crate::report::error_chain;
 
 /// The body of the committer thread. Returns when intake is closed and the queue is empty.
@@ -17,16 +17,12 @@ pub(super) fn run<S: Sink>(shared: Arc<Shared<S>>, sink: S, config: CommitConfig
         sink,
         max_items: config.max_batch_items,
         max_bytes: config.max_batch_bytes,
-        durability: config.durability,
         name: &config.name,
         items: Vec::with_capacity(config.max_batch_items.min(4096)),
         replies: Vec::with_capacity(config.max_batch_items.min(4096)),
     };
     while committer.take_batch() {
         committer.commit_batch();
-    }
-    if committer.durability == Durability::Buffered {
-        committer.final_sync();
     }
     committer.hand_back_sink();
 }
@@ -36,7 +32,6 @@ struct Committer<'a, S: Sink> {
     sink: S,
     max_items: usize,
     max_bytes: usize,
-    durability: Durability,
     name: &'a str,
     /// The batch being committed; `replies[i]` answers `items[i]`.
     items: Vec<S::Item>,
@@ -89,11 +84,7 @@ impl<S: Sink> Committer<'_, S> {
         let started = Instant::now();
         let sink = &mut self.sink;
         let items = &self.items[..];
-        let durability = self.durability;
-        let result = catch_unwind(AssertUnwindSafe(|| match durability {
-            Durability::SyncEachCommit => sink.commit(items),
-            Durability::Buffered => sink.commit_buffered(items),
-        }));
+        let result = catch_unwind(AssertUnwindSafe(|| sink.commit(items)));
         let elapsed = started.elapsed();
         self.items.clear();
 
@@ -195,27 +186,6 @@ impl<S: Sink> Committer<'_, S> {
             let _ = pending.reply.send(Err(CommitError::Poisoned {
                 cause: cause.clone(),
             }));
-        }
-    }
-
-    /// In [`Durability::Buffered`] mode, forces everything acknowledged to stable storage before
-    /// the thread stops. A failure poisons (for the drain report): acknowledged items may be lost.
-    fn final_sync(&mut self) {
-        if self.shared.lock().poisoned.is_some() {
-            return;
-        }
-        let sink = &mut self.sink;
-        match catch_unwind(AssertUnwindSafe(|| sink.sync())) {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => self.poison(format!(
-                "the final sync failed, so items acknowledged in Buffered mode may be lost: {}",
-                error_chain(&error)
-            )),
-            Err(payload) => self.poison(format!(
-                "the store panicked in its final sync, so items acknowledged in Buffered mode \
-                 may be lost: {}",
-                panic_message(payload.as_ref())
-            )),
         }
     }
 

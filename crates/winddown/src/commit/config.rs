@@ -13,36 +13,6 @@ pub enum WhenFull {
     FailFast,
 }
 
-/// When a submitter is told its item is durable, and so what a crash can lose.
-///
-/// Whatever the mode, the committer never acknowledges an item before the sink call that wrote it
-/// has returned `Ok`, and an item whose commit failed is never acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Durability {
-    /// Acknowledge after [`Sink::commit`](super::Sink::commit) has returned `Ok`: the batch is on
-    /// stable storage (one transaction, one fsync). This is the default.
-    ///
-    /// **A crash loses:** no acknowledged item, whether the process, the OS or the power fails.
-    /// Items that were queued or in a commit that had not returned are lost or kept as a whole
-    /// batch, as the sink's atomicity allows; their submitters were not told they are durable.
-    #[default]
-    SyncEachCommit,
-    /// Acknowledge after [`Sink::commit_buffered`](super::Sink::commit_buffered) has returned `Ok`:
-    /// the batch has been handed to the operating system but not forced to stable storage. The
-    /// committer calls [`Sink::sync`](super::Sink::sync) once, at the end of a drain.
-    ///
-    /// **A crash loses:** after a crash of the *process* alone, nothing acknowledged. After an OS
-    /// crash or a power cut, every item acknowledged since the last [`Sink::sync`](super::Sink::sync)
-    /// — that is, since start if the committer was never drained — may be lost, even though its
-    /// submitter was told it was committed. A clean drain loses nothing.
-    ///
-    /// A sink that does not override `commit_buffered` makes every batch fully durable anyway, so
-    /// this mode is never weaker than the sink implements. Use it only for data that can be
-    /// rebuilt or whose loss on power failure is acceptable.
-    Buffered,
-}
-
 /// Configuration of a [`GroupCommit`](super::GroupCommit).
 ///
 /// Start from [`CommitConfig::default`] (or [`CommitConfig::new`]) and change what you need:
@@ -64,12 +34,11 @@ pub struct CommitConfig {
     pub(crate) max_batch_bytes: usize,
     pub(crate) queue_capacity: usize,
     pub(crate) when_full: WhenFull,
-    pub(crate) durability: Durability,
 }
 
 impl Default for CommitConfig {
     /// Name `"default"`, batches of at most 1024 items and 8 MiB, a queue of 8192 items,
-    /// [`WhenFull::Wait`], [`Durability::SyncEachCommit`].
+    /// [`WhenFull::Wait`].
     fn default() -> Self {
         CommitConfig {
             name: "default".to_owned(),
@@ -77,7 +46,6 @@ impl Default for CommitConfig {
             max_batch_bytes: 8 << 20,
             queue_capacity: 8192,
             when_full: WhenFull::Wait,
-            durability: Durability::SyncEachCommit,
         }
     }
 }
@@ -133,12 +101,6 @@ impl CommitConfig {
     /// What a submit does when the queue is full.
     pub fn when_full(mut self, policy: WhenFull) -> Self {
         self.when_full = policy;
-        self
-    }
-
-    /// When submitters are told their item is durable.
-    pub fn durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
         self
     }
 

@@ -85,7 +85,8 @@ impl<S: Sink> GroupCommit<S> {
     }
 
     /// Queues `item` and returns a future that resolves with its ack once the batch holding it is
-    /// durable (see [`Durability`](super::Durability)), or with the error that prevented it.
+    /// durable (the [`Sink::commit`](super::Sink::commit) that wrote it returned `Ok`), or with
+    /// the error that prevented it.
     ///
     /// The item is queued during this call when the queue has room, so items submitted one after
     /// the other from one task are committed in that order. When the queue is full,
@@ -305,8 +306,7 @@ pub struct DrainReport<S> {
     pub flushed: u64,
     /// The totals since start, when the thread stopped.
     pub stats: CommitStats,
-    /// Why the committer ended poisoned, if it did: items may have been refused or, in
-    /// [`Durability::Buffered`](super::Durability::Buffered) mode, acknowledged and then not synced.
+    /// Why the committer ended poisoned, if it did: items queued after the failure were refused.
     pub poisoned: Option<String>,
     /// The sink, for the caller to close; `None` if another drain took it or the thread had
     /// already dropped it. After a poisoning failure it is handed back too (close it, do not

@@ -16,8 +16,10 @@
 //!
 //! # Guarantees
 //!
-//! - An item is acknowledged only after the sink call that wrote it returned `Ok`; what that
-//!   promises after a crash is set by [`Durability`].
+//! - An item is acknowledged only after the sink call that wrote it returned `Ok`: after
+//!   [`Sink::commit`]'s promise, it is on stable storage. (A store may choose to promise less — depot's
+//!   `durability = "off"` is SQLite's `synchronous=OFF` — but that is the store's setting, not the
+//!   committer's.)
 //! - Every submit future resolves: with the ack, with the error of its batch, or with a refusal.
 //!   A failed commit fails exactly the items of its batch. If the sink says the failure
 //!   [poisons](Sink::poisons) it, if it panics, or if it returns the wrong number of acks, the
@@ -28,7 +30,7 @@
 //!
 //! # Metrics
 //!
-//! Through the [`metrics`] facade, labelled `committer="{name}"`:
+//! With the `metrics` feature (on by default), through the `metrics` facade, labelled `committer="{name}"`:
 //! `winddown_commit_batch_items` (histogram), `winddown_commit_latency_seconds` (histogram, one
 //! sink call), `winddown_commit_queue_depth` (gauge), `winddown_commit_items_total` and
 //! `winddown_commit_failed_commits_total` (counters). [`GroupCommit::stats`] gives the same numbers
@@ -41,7 +43,7 @@ mod future;
 mod handle;
 mod shared;
 
-pub use config::{CommitConfig, Durability, WhenFull};
+pub use config::{CommitConfig, WhenFull};
 pub use error::CommitError;
 pub use future::{Submit, SubmitMany};
 pub use handle::{CommitStats, DrainReport, GroupCommit};
@@ -70,22 +72,5 @@ pub trait Sink: Send + 'static {
     /// store unchanged (a rolled-back transaction on a full disk) may return `false`.
     fn poisons(_error: &Self::Error) -> bool {
         true
-    }
-
-    /// Writes the batch so that it survives a crash of this process, without waiting for stable
-    /// storage (for example `write` without `fsync`), and returns one ack per item, in order. Used
-    /// instead of [`commit`](Self::commit) only with [`Durability::Buffered`].
-    ///
-    /// The default calls [`commit`](Self::commit), so a sink that does not override it is fully
-    /// durable in every mode. Override it together with [`sync`](Self::sync).
-    fn commit_buffered(&mut self, batch: &[Self::Item]) -> Result<Vec<Self::Ack>, Self::Error> {
-        self.commit(batch)
-    }
-
-    /// Forces everything [`commit_buffered`](Self::commit_buffered) wrote to stable storage. The
-    /// committer calls it once, at the end of a drain, in [`Durability::Buffered`] mode. The
-    /// default does nothing, which is right for a sink whose `commit_buffered` is `commit`.
-    fn sync(&mut self) -> Result<(), Self::Error> {
-        Ok(())
     }
 }

@@ -14,11 +14,14 @@
 //!   a service process also gets `CTRL_LOGOFF` whenever any user logs off, and its stops come from
 //!   the SCM.
 //!
-//! A third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing Ctrl+C a
-//! third time wants out, and nothing acknowledged depends on the drain.
+//! By default a third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing
+//! Ctrl+C a third time wants out, and nothing acknowledged depends on the drain.
+//! [`ForceAction::Report`] leaves it to the program instead ([`listen_with`],
+//! [`HostOptions::on_force`](super::HostOptions::on_force)).
 
 use tokio::task::JoinHandle;
 
+use super::ForceAction;
 use crate::report::EXIT_FORCED;
 use crate::{Escalation, Shutdown, StopReason};
 
@@ -30,19 +33,28 @@ use crate::{Escalation, Shutdown, StopReason};
 /// Outside a tokio runtime, or if the OS refuses the signal handlers (which it does not for these
 /// signals).
 pub fn listen(shutdown: &Shutdown) -> JoinHandle<()> {
+    listen_with(shutdown, ForceAction::Exit)
+}
+
+/// Like [`listen`], with what a third trigger does chosen by `on_force`.
+///
+/// # Panics
+/// Like [`listen`].
+pub fn listen_with(shutdown: &Shutdown, on_force: ForceAction) -> JoinHandle<()> {
     let sources = sys::sources().expect("installing the console stop handlers");
     let shutdown = shutdown.clone();
     tokio::spawn(async move {
         let mut sources = sources;
         while let Some(reason) = sources.next().await {
-            on_stop(&shutdown, reason);
+            on_stop(&shutdown, reason, on_force);
         }
     })
 }
 
-/// What every stop source does: trigger, and on the third trigger exit at once.
-pub(crate) fn on_stop(shutdown: &Shutdown, reason: StopReason) {
-    if shutdown.trigger(reason) == Escalation::Force {
+/// What every stop source does: trigger, and on the third trigger exit at once (unless the
+/// program chose [`ForceAction::Report`]).
+pub(crate) fn on_stop(shutdown: &Shutdown, reason: StopReason, on_force: ForceAction) {
+    if shutdown.trigger(reason) == Escalation::Force && on_force == ForceAction::Exit {
         tracing::error!(
             reason = reason.as_str(),
             exit_code = EXIT_FORCED,

@@ -30,13 +30,17 @@ use crate::{Budgets, DrainPlan, Shutdown, StopReason, drain};
 ///
 /// A service manager's stop timeout (systemd's `TimeoutStopSec`, launchd's `ExitTimeOut`,
 /// Kubernetes' `terminationGracePeriodSeconds`) is not visible to the process, so the install
-/// backends ([`crate::service`]) write it beside the timeout: the stop timeout is the budget plus a
+/// backends (`winddown::service`) write it beside the timeout: the stop timeout is the budget plus a
 /// margin, and the drain plans for the budget. When it is set and valid it overrides the budget of
 /// [`StopReason::SigTerm`] given in [`HostOptions`] — the deployment knows when its manager sends
 /// `SIGKILL`, the program's defaults do not. An invalid value is logged and ignored.
 pub const STOP_BUDGET_ENV: &str = "WINDDOWN_STOP_BUDGET_MS";
 
 /// Which kind of host the program runs under.
+///
+/// [`run`] makes the first three. A program that runs under a manager of its own (a supervisor
+/// speaking its own protocol, a test harness) builds its [`Host`] with [`Host::new`] and
+/// [`HostKind::Custom`], and its own [`HostHooks`]; new kinds may be added, so match with a `_` arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HostKind {
@@ -46,6 +50,25 @@ pub enum HostKind {
     Systemd,
     /// A Windows service started by the Service Control Manager.
     WindowsService,
+    /// A host the program made itself, named for the logs (`"supervisor"`, `"test"`).
+    Custom(&'static str),
+}
+
+/// What a host does when a stop escalates to [`Escalation::Force`](crate::Escalation::Force) (a
+/// third Ctrl+C or signal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ForceAction {
+    /// Exit the process at once with [`EXIT_FORCED`](crate::EXIT_FORCED), from the signal's task:
+    /// the person pressing a third time wants out, and nothing acknowledged depends on the drain.
+    /// The default.
+    #[default]
+    Exit,
+    /// Leave it to the program: the drain cuts off its running phase, skips the rest and returns
+    /// an [`Outcome::Forced`](crate::Outcome::Forced) report at once, and the program decides
+    /// (a last log line, its own exit). For programs that must run something after the drain
+    /// whatever happens, and for tests.
+    Report,
 }
 
 /// What a host does besides turning stop sources into triggers: tell its manager that the program
@@ -157,6 +180,8 @@ pub struct HostOptions {
     pub service_name: String,
     /// The stop sources' budgets.
     pub budgets: Budgets,
+    /// What a third stop request does (the console's and systemd's signals).
+    pub on_force: ForceAction,
 }
 
 impl HostOptions {
@@ -165,6 +190,7 @@ impl HostOptions {
         HostOptions {
             service_name: service_name.into(),
             budgets: Budgets::default(),
+            on_force: ForceAction::default(),
         }
     }
 
@@ -172,6 +198,13 @@ impl HostOptions {
     #[must_use]
     pub fn budgets(mut self, budgets: Budgets) -> Self {
         self.budgets = budgets;
+        self
+    }
+
+    /// Sets what a third stop request does (default [`ForceAction::Exit`]).
+    #[must_use]
+    pub fn on_force(mut self, action: ForceAction) -> Self {
+        self.on_force = action;
         self
     }
 }
@@ -248,7 +281,7 @@ where
         if let Some(budget) = stop_budget_from_env() {
             shutdown.set_budget(StopReason::SigTerm, budget);
         }
-        console::listen(&shutdown);
+        console::listen_with(&shutdown, options.on_force);
         #[cfg(unix)]
         if let Some(hooks) = systemd::SystemdHooks::from_env_logged() {
             return finish(systemd::run_app(hooks, shutdown, app).await);
@@ -320,6 +353,60 @@ fn finish(result: Result<ShutdownReport, AppError>) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{CustomStop, Stage};
+    use std::sync::Mutex;
+
+    /// A supervisor of the program's own: a custom host kind, hooks that record what the drain
+    /// tells the manager, and a custom stop source (the supervisor's "stop" message).
+    #[derive(Default)]
+    struct Supervisor(Mutex<Vec<String>>);
+
+    impl Reporter for Supervisor {
+        fn progress(&self, progress: &Progress) {
+            self.0.lock().unwrap().push(progress.status_line());
+        }
+        fn finished(&self, report: &ShutdownReport) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("finished: {:?}", report.outcome));
+        }
+    }
+
+    impl HostHooks for Supervisor {
+        fn ready(&self) {
+            self.0.lock().unwrap().push("ready".to_owned());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_custom_host_with_a_custom_stop_source_drains_and_reports_to_its_hooks() {
+        const SUPERVISOR_STOP: StopReason =
+            StopReason::Custom(CustomStop::new("supervisor_stop", Duration::from_secs(7)));
+        let hooks = Arc::new(Supervisor::default());
+        let host = Host::new(
+            HostKind::Custom("supervisor"),
+            Shutdown::new(),
+            hooks.clone(),
+        );
+        assert_eq!(host.kind(), HostKind::Custom("supervisor"));
+        host.ready();
+        host.shutdown().trigger(SUPERVISOR_STOP);
+        let plan = DrainPlan::new().phase(Stage::Flush, "flush", |_| async {
+            Ok::<_, std::io::Error>(())
+        });
+        let report = host.drain(plan).await;
+        assert_eq!(report.reason, SUPERVISOR_STOP);
+        assert_eq!(report.budget, Duration::from_secs(7));
+        let seen = hooks.0.lock().unwrap().clone();
+        assert_eq!(seen.first().map(String::as_str), Some("ready"));
+        assert!(
+            seen.iter()
+                .any(|l| l == "stopping (supervisor_stop): phase 1/1 flush \"flush\""),
+            "{seen:?}"
+        );
+        assert_eq!(seen.last().map(String::as_str), Some("finished: Clean"));
+    }
 
     #[test]
     fn stop_budget_parses_whole_milliseconds_only() {

@@ -2,7 +2,7 @@
 //! platform: Service Control Manager controls become [`Shutdown::trigger`]s, and the drain's
 //! progress becomes the service statuses the SCM expects.
 //!
-//! What the SCM asks of a service that stops (see `PLATFORMS.md`):
+//! What the SCM asks of a service that stops (see docs/PLATFORMS.md):
 //! - the control handler returns at once; the work runs elsewhere;
 //! - while stopping, the service reports `SERVICE_STOP_PENDING` with a checkpoint that grows before
 //!   each wait hint runs out, or the SCM takes it for hung;
@@ -17,7 +17,7 @@
 //! actions fire — once the program has returned.
 //!
 //! The statuses go to a [`StatusSink`]: on Windows the service's status handle
-//! (`SetServiceStatus`) and the Event Log, in tests a [`crate::testing::ScmRecorder`].
+//! (`SetServiceStatus`) and the Event Log, in tests a `winddown::testing::ScmRecorder`.
 
 use std::fmt;
 use std::io;
@@ -490,7 +490,8 @@ impl ScmService {
     }
 
     /// Runs `app` with this service's host on the current runtime, as its own task: a panic is a
-    /// failed program, not a lost `STOPPED`.
+    /// failed program, not a lost `STOPPED`. (Used by the Windows glue and by `testing`.)
+    #[cfg_attr(not(any(windows, feature = "testing")), allow(dead_code))]
     pub(crate) async fn run_app(&self, app: BoxedApp) -> Result<ShutdownReport, AppError> {
         let host = self.host();
         match tokio::spawn(async move { app(host).await }).await {

@@ -21,7 +21,7 @@
 //! with `n` = the running phase's time left (its cut-off) plus [`EXTEND_MARGIN`]. Reports come at
 //! least every tick (500 ms) while a phase runs, far inside `n`. The effect:
 //!
-//! - a unit whose `TimeoutStopSec` covers the drain (what [`crate::service::systemd`] installs)
+//! - a unit whose `TimeoutStopSec` covers the drain (what `winddown::service::systemd` installs)
 //!   never needs the extension, and it changes nothing;
 //! - a unit whose timeout is too short for the budget the program was given keeps the program
 //!   alive for as long as the drain still plans to run, and no longer: if the drain wedges, the

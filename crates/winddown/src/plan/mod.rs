@@ -8,13 +8,14 @@
 
 mod run;
 
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::reason::StopReason;
@@ -27,8 +28,9 @@ type PhaseFuture = Pin<Box<dyn Future<Output = Result<(), PhaseError>> + Send + 
 type PhaseAction = Box<dyn FnOnce(PhaseContext) -> PhaseFuture + Send + 'static>;
 
 /// Where a phase stands in the drain. Phases run in this order, whatever order they were added in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Stage {
     /// Stop taking new work: readiness off, listeners closed, intake refused.
     StopAccepting,
@@ -76,8 +78,9 @@ impl fmt::Display for Stage {
 }
 
 /// Whether a phase may be skipped when the stop is hurried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 pub enum Criticality {
     /// Always runs, even after earlier phases overran or a second interrupt: durability depends on it.
     Required,
@@ -181,6 +184,18 @@ pub struct PhaseContext {
     pub(crate) deadline: Instant,
     pub(crate) shutdown: Shutdown,
     pub(crate) notes: Arc<Mutex<PhaseNotes>>,
+    pub(crate) handoff: Handoff,
+}
+
+/// Values a phase hands to a later phase of the same drain, one per type.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<HashMap<TypeId, Box<dyn Any + Send>>>>);
+
+impl fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let held = self.0.lock().unwrap_or_else(|e| e.into_inner()).len();
+        f.debug_struct("Handoff").field("held", &held).finish()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -224,6 +239,49 @@ impl PhaseContext {
     /// A line for the shutdown report ("flushed 1000 records in 3 batches").
     pub fn set_detail(&self, detail: impl Into<String>) {
         self.notes.lock().unwrap_or_else(|e| e.into_inner()).detail = Some(detail.into());
+    }
+
+    /// Hands `value` to a later phase of this drain, which [`take`](PhaseContext::take)s it by
+    /// its type: the listener phase hands over the open connections, the flush phase the store it
+    /// got back. One value per type (a second `put` replaces the first); wrap plain types in a
+    /// type of your own. What no phase takes is dropped when the drain ends.
+    ///
+    /// ```
+    /// # use winddown::{DrainPlan, Stage};
+    /// struct Connections(Vec<u32>);
+    /// let plan = DrainPlan::new()
+    ///     .phase(Stage::StopAccepting, "close listener", |ctx| async move {
+    ///         ctx.put(Connections(vec![1, 2]));
+    ///         Ok::<_, std::io::Error>(())
+    ///     })
+    ///     .phase(Stage::FinishInFlight, "in-flight", |ctx| async move {
+    ///         let Some(Connections(open)) = ctx.take::<Connections>() else {
+    ///             return Err("the listener phase handed over no connections".into());
+    ///         };
+    ///         // … wait for `open` to finish …
+    ///         # let _ = open;
+    ///         Ok::<_, winddown::PhaseError>(())
+    ///     });
+    /// ```
+    pub fn put<T: Send + 'static>(&self, value: T) {
+        self.handoff
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(TypeId::of::<T>(), Box::new(value));
+    }
+
+    /// Takes the value of type `T` an earlier phase [`put`](PhaseContext::put), if there is one
+    /// (none if that phase failed or was cut off before it put it).
+    pub fn take<T: Send + 'static>(&self) -> Option<T> {
+        let value = self
+            .handoff
+            .0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&TypeId::of::<T>())?;
+        // Keyed by `TypeId::of::<T>()`: the downcast cannot fail.
+        value.downcast::<T>().ok().map(|b| *b)
     }
 }
 

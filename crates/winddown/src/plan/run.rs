@@ -7,7 +7,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
-use super::{Criticality, DrainPlan, Phase, PhaseContext, PhaseNotes, Stage};
+use super::{Criticality, DrainPlan, Handoff, Phase, PhaseContext, PhaseNotes, Stage};
 use crate::progress::{PhaseProgress, Progress, ProgressEvent, Reporter};
 use crate::reason::StopReason;
 use crate::report::{
@@ -143,7 +143,7 @@ pub async fn drain(
         outcome = ?report.outcome,
         exit_code = report.exit_code(),
         duration_ms = report.duration.as_millis() as u64,
-        report = %report.to_json(),
+        report = %report.log_form(),
         "shutdown finished: {:?} in {:.3} s",
         report.outcome,
         report.duration.as_secs_f64()
@@ -163,6 +163,7 @@ struct Runner<'a> {
     wall_start: SystemTime,
     checkpoint: u32,
     tick: Duration,
+    handoff: Handoff,
 }
 
 impl<'a> Runner<'a> {
@@ -175,6 +176,7 @@ impl<'a> Runner<'a> {
             wall_start: SystemTime::now(),
             checkpoint: 0,
             tick,
+            handoff: Handoff::default(),
         }
     }
 
@@ -228,6 +230,7 @@ impl<'a> Runner<'a> {
             deadline,
             shutdown: self.shutdown.clone(),
             notes: notes.clone(),
+            handoff: self.handoff.clone(),
         };
         let Phase {
             name,

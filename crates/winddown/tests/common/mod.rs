@@ -107,16 +107,6 @@ impl Sink for FileSink {
     }
 
     // Any I/O error (a short write, a failed fsync) leaves the file in a state it cannot vouch for.
-
-    fn commit_buffered(&mut self, batch: &[Vec<u8>]) -> io::Result<Vec<u64>> {
-        self.write_batch(batch)
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
-        self.fsyncs += 1;
-        Ok(())
-    }
 }
 
 /// What the next commit of a [`ControlledSink`] does.
