@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use winddown::service::systemd::UnitStatus;
 
-use crate::app::files;
 
 /// What to upgrade, and how.
 #[derive(Debug, Clone)]
@@ -271,16 +270,14 @@ fn wait_ready(manager: &Systemctl, data_dir: &Path, timeout: Duration) -> Result
     }
 }
 
-/// The PID and address in `depot.running.json`.
+/// The PID and address the running depot announced in its run file.
 fn running(data_dir: &Path) -> Option<(u32, String)> {
-    let text = std::fs::read(data_dir.join(files::RUNNING)).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    let pid = u32::try_from(v["pid"].as_u64()?).ok()?;
-    let mut addr: std::net::SocketAddr = v["listen"].as_str()?.parse().ok()?;
+    let run = crate::app::instance(data_dir).run_info()?;
+    let mut addr: std::net::SocketAddr = run.listen?.parse().ok()?;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
-    Some((pid, addr.to_string()))
+    Some((run.pid, addr.to_string()))
 }
 
 /// `GET /readyz`'s status code. A bare HTTP/1.0 request by hand: one status line from depot's own
@@ -298,18 +295,16 @@ fn readyz(addr: &str) -> Option<u16> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// The last shutdown, in a few words, from `last-shutdown.json`.
+/// The last shutdown, in a few words, from its report.
 fn last_shutdown(data_dir: &Path) -> String {
-    let report = std::fs::read(data_dir.join(files::LAST_SHUTDOWN))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
-    match report {
-        Some(r) => format!(
-            "its drain: {} in {:.3} s",
-            r["outcome"].as_str().unwrap_or("?"),
-            r["duration_ms"].as_u64().unwrap_or(0) as f64 / 1000.0
+    match crate::app::instance(data_dir).last_shutdown() {
+        Ok(Some(r)) => format!(
+            "its drain: {:?} in {:.3} s",
+            r.outcome,
+            r.duration.as_secs_f64()
         ),
-        None => "no shutdown report in the data directory".into(),
+        Ok(None) => "no shutdown report in the data directory".into(),
+        Err(e) => format!("its shutdown report cannot be read: {e}"),
     }
 }
 
