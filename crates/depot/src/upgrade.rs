@@ -299,8 +299,8 @@ fn readyz(addr: &str) -> Option<u16> {
 fn last_shutdown(data_dir: &Path) -> String {
     match crate::app::instance(data_dir).last_shutdown() {
         Ok(Some(r)) => format!(
-            "its drain: {:?} in {:.3} s",
-            r.outcome,
+            "its drain: {} in {:.3} s",
+            r.outcome.as_str(),
             r.duration.as_secs_f64()
         ),
         Ok(None) => "no shutdown report in the data directory".into(),
