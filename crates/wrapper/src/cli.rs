@@ -60,6 +60,10 @@ pub(crate) struct InstallOptions {
     /// How the Windows service starts.
     #[arg(long, value_enum, default_value_t = StartChoice::Auto)]
     pub(crate) start: StartChoice,
+    /// systemd: run as this existing user (and its group) instead of a transient
+    /// `DynamicUser=yes`, which can own a log directory only under /var/lib.
+    #[arg(long, value_name = "USER")]
+    pub(crate) user: Option<String>,
     #[command(flatten)]
     pub(crate) run: RunOptions,
 }
