@@ -134,7 +134,11 @@ impl WrapperReport<'_> {
                 "it did not exit: its tree ({} processes) was killed at the deadline",
                 self.stop.killed_processes
             ),
-            (Some(ms), false) => format!("it exited {:.3} s after the first", ms as f64 / 1000.0),
+            (Some(ms), false) => format!(
+                "it exited {:.3} s after {}",
+                ms as f64 / 1000.0,
+                signals.first().map_or("it", String::as_str)
+            ),
             (None, false) => "it was gone".to_owned(),
         };
         if self.stop.tree_killed && !self.stop.program_killed {

@@ -100,7 +100,10 @@ async fn serve(host: Host, options: RunOptions) -> Result<ShutdownReport, AppErr
             err.map(|p| logs.capture(p, "stderr")),
         )
     });
-    tracing::info!(pid, program = %program, log = ?logs.as_ref().map(Logs::path), "PROGRAM started");
+    match &logs {
+        Some(logs) => tracing::info!(pid, program = %program, log = %logs.path().display(), "PROGRAM started"),
+        None => tracing::info!(pid, program = %program, "PROGRAM started"),
+    }
     let child = Arc::new(child);
     let record = Record::default();
 
