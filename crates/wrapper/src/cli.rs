@@ -132,9 +132,13 @@ impl RunOptions {
 
     /// The options as arguments of `winddown run`, for a service's command line.
     pub(crate) fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec!["run".into(), "--name".into(), self.service_name().into()];
+        let mut args: Vec<OsString> =
+            vec!["run".into(), "--name".into(), self.service_name().into()];
         if let Some(t) = self.stop_timeout {
-            args.extend(["--stop-timeout".into(), format!("{}", t.as_secs_f64()).into()]);
+            args.extend([
+                "--stop-timeout".into(),
+                format!("{}", t.as_secs_f64()).into(),
+            ]);
         }
         if let Some(list) = &self.stop_signal {
             args.extend(["--stop-signal".into(), list.to_string().into()]);
@@ -147,7 +151,10 @@ impl RunOptions {
         }
         if let Some(dir) = &self.log_dir {
             args.extend(["--log-dir".into(), dir.clone().into_os_string()]);
-            args.extend(["--log-max-bytes".into(), self.log_max_bytes.to_string().into()]);
+            args.extend([
+                "--log-max-bytes".into(),
+                self.log_max_bytes.to_string().into(),
+            ]);
             args.extend(["--log-keep".into(), self.log_keep.to_string().into()]);
         }
         for (k, v) in &self.env {
@@ -176,7 +183,9 @@ fn parse_secs(raw: &str) -> Result<Duration, String> {
 fn parse_env(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-        _ => Err(format!("`{raw}` is not K=V (for example --env RUST_LOG=info)")),
+        _ => Err(format!(
+            "`{raw}` is not K=V (for example --env RUST_LOG=info)"
+        )),
     }
 }
 
@@ -309,7 +318,11 @@ mod tests {
             let err = parse_signal_list("TERM,ctrl-c").unwrap_err();
             assert!(err.contains("ctrl-c") && err.contains("TERM, INT"), "{err}");
         }
-        assert!(parse_signal_list("KILL").unwrap_err().contains("unknown stop signal `KILL`"));
+        assert!(
+            parse_signal_list("KILL")
+                .unwrap_err()
+                .contains("unknown stop signal `KILL`")
+        );
         assert!(parse_signal_list(",").is_err());
     }
 
@@ -352,6 +365,9 @@ mod tests {
         let err = Cli::try_parse_from(["winddown", "run", "--stop-timeout", "soon", "--", "x"])
             .unwrap_err()
             .to_string();
-        assert!(err.contains("--stop-timeout") && err.contains("soon"), "{err}");
+        assert!(
+            err.contains("--stop-timeout") && err.contains("soon"),
+            "{err}"
+        );
     }
 }

@@ -140,7 +140,9 @@ impl Logs {
         if lines.is_empty() {
             return;
         }
-        let stamp = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string();
+        let stamp = chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string();
         let mut r = self.lock();
         let mut out = Vec::with_capacity(lines.iter().map(|l| l.len() + 40).sum());
         for line in lines {
@@ -247,7 +249,10 @@ mod tests {
         for name in ["p.log.2", "p.log.1", "p.log"] {
             let body = std::fs::read_to_string(dir.path().join(name)).unwrap();
             assert!(body.len() <= 1024, "{name} is {} bytes", body.len());
-            seen.extend(body.lines().map(|l| l.rsplit(' ').next().unwrap().to_owned()));
+            seen.extend(
+                body.lines()
+                    .map(|l| l.rsplit(' ').next().unwrap().to_owned()),
+            );
         }
         assert!(!dir.path().join("p.log.3").exists());
         // The newest lines survive, in order, without a gap.
@@ -261,6 +266,9 @@ mod tests {
     #[test]
     fn an_unwritable_directory_is_named_at_open() {
         let err = Logs::open(Path::new("/proc/self/nonexistent"), "p", 1024, 1).unwrap_err();
-        assert!(err.contains("--log-dir") && err.contains("/proc/self/nonexistent"), "{err}");
+        assert!(
+            err.contains("--log-dir") && err.contains("/proc/self/nonexistent"),
+            "{err}"
+        );
     }
 }

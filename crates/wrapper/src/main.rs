@@ -45,7 +45,9 @@ fn init_logging(cli: &cli::Cli, scm: bool) {
         }),
         _ => None,
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
     match file {
         Some(file) => builder
             .with_ansi(false)

@@ -27,7 +27,10 @@ pub(crate) enum Probe {
 impl Probe {
     /// The probe for `--ready-tcp` or `--ready-http`, checked now so that a typo is an error at
     /// start, not a service that never becomes ready.
-    pub(crate) fn from_options(tcp: Option<&str>, http: Option<&str>) -> Result<Option<Probe>, String> {
+    pub(crate) fn from_options(
+        tcp: Option<&str>,
+        http: Option<&str>,
+    ) -> Result<Option<Probe>, String> {
         if let Some(tcp) = tcp {
             return match tcp.rsplit_once(':') {
                 Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
@@ -131,14 +134,25 @@ mod tests {
 
     #[test]
     fn probes_are_checked_at_start() {
-        assert!(Probe::from_options(Some("localhost"), None).unwrap_err().contains("HOST:PORT"));
-        assert!(Probe::from_options(None, Some("https://x/")).unwrap_err().contains("http://"));
+        assert!(
+            Probe::from_options(Some("localhost"), None)
+                .unwrap_err()
+                .contains("HOST:PORT")
+        );
+        assert!(
+            Probe::from_options(None, Some("https://x/"))
+                .unwrap_err()
+                .contains("http://")
+        );
         let Some(Probe::Http { address, path, .. }) =
             Probe::from_options(None, Some("http://127.0.0.1:81/healthz?x=1")).unwrap()
         else {
             panic!("not http")
         };
-        assert_eq!((address.as_str(), path.as_str()), ("127.0.0.1:81", "/healthz?x=1"));
+        assert_eq!(
+            (address.as_str(), path.as_str()),
+            ("127.0.0.1:81", "/healthz?x=1")
+        );
     }
 
     #[tokio::test]
@@ -149,7 +163,10 @@ mod tests {
             .unwrap()
             .unwrap();
         let server = tokio::spawn(async move {
-            for answer in ["HTTP/1.1 503 Unavailable\r\n\r\n", "HTTP/1.1 200 OK\r\n\r\n"] {
+            for answer in [
+                "HTTP/1.1 503 Unavailable\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n\r\n",
+            ] {
                 let (mut s, _) = listener.accept().await.unwrap();
                 let mut buf = [0u8; 512];
                 let _ = s.read(&mut buf).await.unwrap();

@@ -82,7 +82,12 @@ impl WrapperReport<'_> {
     /// Logs it as one event and, when there is a log directory, writes it beside the logs.
     pub(crate) fn publish(&self, log_dir: Option<&Path>) -> Option<PathBuf> {
         let json = serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-        let signals: Vec<String> = self.stop.signals.iter().map(|s| s.signal.to_string()).collect();
+        let signals: Vec<String> = self
+            .stop
+            .signals
+            .iter()
+            .map(|s| s.signal.to_string())
+            .collect();
         tracing::info!(
             target: "winddown::wrapper",
             reason = self.drain.reason.as_str(),
@@ -122,13 +127,21 @@ impl WrapperReport<'_> {
             .map_or("unknown".to_owned(), |c| c.to_string());
         if self.stop.exited_by_itself {
             let left = if self.stop.tree_killed {
-                format!("; {} process(es) it left were killed", self.stop.killed_processes)
+                format!(
+                    "; {} process(es) it left were killed",
+                    self.stop.killed_processes
+                )
             } else {
                 String::new()
             };
             return format!("it exited by itself with code {code}{left}");
         }
-        let signals: Vec<String> = self.stop.signals.iter().map(|s| s.signal.to_string()).collect();
+        let signals: Vec<String> = self
+            .stop
+            .signals
+            .iter()
+            .map(|s| s.signal.to_string())
+            .collect();
         let mut how = match (self.stop.drained_in_ms, self.stop.program_killed) {
             (_, true) => format!(
                 "it did not exit: its tree ({} processes) was killed at the deadline",
@@ -151,7 +164,11 @@ impl WrapperReport<'_> {
             "{} ({}): sent {}; {how}; exit code {code}",
             self.drain.reason,
             self.drain.reason.as_str(),
-            if signals.is_empty() { "nothing".to_owned() } else { signals.join(", then ") },
+            if signals.is_empty() {
+                "nothing".to_owned()
+            } else {
+                signals.join(", then ")
+            },
         )
     }
 }

@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use winddown::host::AppError;
 use winddown::{Budgets, DrainPlan, Host, HostOptions, Phase, ShutdownReport, Stage, StopReason};
 
-use crate::child::{Child, Spec, SpawnError};
+use crate::child::{Child, SpawnError, Spec};
 use crate::cli::{RunOptions, StopSignal};
 use crate::logs::Logs;
 use crate::ready::Probe;
@@ -90,7 +90,11 @@ async fn serve(host: Host, options: RunOptions) -> Result<ShutdownReport, AppErr
     };
     let program = spec.program.to_string_lossy().into_owned();
     let (child, out, err) = Child::spawn(&spec).map_err(|SpawnError(e)| {
-        let code = if e.contains("permission denied") { 126 } else { 127 };
+        let code = if e.contains("permission denied") {
+            126
+        } else {
+            127
+        };
         fail(code, e)
     })?;
     let pid = child.pid();
@@ -101,7 +105,9 @@ async fn serve(host: Host, options: RunOptions) -> Result<ShutdownReport, AppErr
         )
     });
     match &logs {
-        Some(logs) => tracing::info!(pid, program = %program, log = %logs.path().display(), "PROGRAM started"),
+        Some(logs) => {
+            tracing::info!(pid, program = %program, log = %logs.path().display(), "PROGRAM started")
+        }
         None => tracing::info!(pid, program = %program, "PROGRAM started"),
     }
     let child = Arc::new(child);
@@ -186,6 +192,12 @@ async fn wait_until_ready(host: &Host, probe: &Probe) {
     }
 }
 
+/// The threads reading PROGRAM's stdout and stderr into the log (each returns its line count).
+type Readers = (
+    Option<std::thread::JoinHandle<u64>>,
+    Option<std::thread::JoinHandle<u64>>,
+);
+
 /// The moment the first stop signal went out, for the later signals and the wait's deadline.
 type FirstSignal = Arc<OnceLock<(Instant, SystemTime)>>;
 
@@ -194,7 +206,9 @@ fn send(child: &Child, record: &Record, signal: StopSignal, stop_started: Instan
     let error = result.as_ref().err().map(ToString::to_string);
     match &error {
         None => tracing::info!(pid = child.pid(), %signal, "stop signal sent to PROGRAM"),
-        Some(e) => tracing::warn!(pid = child.pid(), %signal, error = %e, "cannot send this stop signal; trying the next"),
+        Some(e) => {
+            tracing::warn!(pid = child.pid(), %signal, error = %e, "cannot send this stop signal; trying the next")
+        }
     }
     record.update(|r| {
         r.signals.push(SignalSent {
@@ -213,41 +227,55 @@ fn plan(
     signals: Vec<StopSignal>,
     stop_timeout: Option<Duration>,
     logs: Option<Logs>,
-    readers: Option<(
-        Option<std::thread::JoinHandle<u64>>,
-        Option<std::thread::JoinHandle<u64>>,
-    )>,
+    readers: Option<Readers>,
 ) -> DrainPlan {
     let first: FirstSignal = Arc::default();
     let drain_started: Arc<OnceLock<Instant>> = Arc::default();
 
     let signal_phase = {
-        let (child, record, signals, first, drain_started) =
-            (child.clone(), record.clone(), signals.clone(), first.clone(), drain_started.clone());
-        Phase::new(Stage::StopAccepting, "signal PROGRAM", move |ctx| async move {
-            let now = Instant::now();
-            let _ = drain_started.set(now);
-            if let Some(code) = child.exit_code() {
-                ctx.set_detail(format!("PROGRAM had exited (code {code}): nothing to signal"));
-                return Ok::<_, std::io::Error>(());
-            }
-            // Try the list in order until one can be sent (Windows may refuse CTRL_BREAK).
-            for &signal in &signals {
-                if send(&child, &record, signal, now) {
-                    let _ = first.set((now, SystemTime::now()));
-                    ctx.set_detail(format!("{signal} sent to PROGRAM (pid {})", child.pid()));
-                    return Ok(());
+        let (child, record, signals, first, drain_started) = (
+            child.clone(),
+            record.clone(),
+            signals.clone(),
+            first.clone(),
+            drain_started.clone(),
+        );
+        Phase::new(
+            Stage::StopAccepting,
+            "signal PROGRAM",
+            move |ctx| async move {
+                let now = Instant::now();
+                let _ = drain_started.set(now);
+                if let Some(code) = child.exit_code() {
+                    ctx.set_detail(format!(
+                        "PROGRAM had exited (code {code}): nothing to signal"
+                    ));
+                    return Ok::<_, std::io::Error>(());
                 }
-            }
-            let _ = first.set((now, SystemTime::now()));
-            Err(std::io::Error::other("no stop signal could be sent; PROGRAM will be killed at the deadline"))
-        })
+                // Try the list in order until one can be sent (Windows may refuse CTRL_BREAK).
+                for &signal in &signals {
+                    if send(&child, &record, signal, now) {
+                        let _ = first.set((now, SystemTime::now()));
+                        ctx.set_detail(format!("{signal} sent to PROGRAM (pid {})", child.pid()));
+                        return Ok(());
+                    }
+                }
+                let _ = first.set((now, SystemTime::now()));
+                Err(std::io::Error::other(
+                    "no stop signal could be sent; PROGRAM will be killed at the deadline",
+                ))
+            },
+        )
         .weight(1)
     };
 
     let wait_phase = {
-        let (child, record, signals, first) =
-            (child.clone(), record.clone(), signals.clone(), first.clone());
+        let (child, record, signals, first) = (
+            child.clone(),
+            record.clone(),
+            signals.clone(),
+            first.clone(),
+        );
         Phase::new(Stage::FinishInFlight, "wait for PROGRAM to exit", move |ctx| async move {
             let Some(&(first_at, _)) = first.get() else {
                 // Nothing was signalled: PROGRAM had exited.
@@ -307,22 +335,28 @@ fn plan(
 
     let kill_phase = {
         let (child, record) = (child.clone(), record.clone());
-        Phase::new(Stage::FinishInFlight, "kill the tree", move |ctx| async move {
-            let program_alive = child.exit_code().is_none();
-            let killed = child.kill_tree().await;
-            let code = tokio::time::timeout(Duration::from_secs(1), child.exited()).await.ok();
-            record.update(|r| {
-                r.tree_killed = killed > 0;
-                r.program_killed = program_alive && killed > 0;
-                r.killed_processes = killed;
-            });
-            ctx.set_detail(match (killed, code) {
-                (0, _) => "nothing left to kill".to_owned(),
-                (n, Some(code)) => format!("{n} processes killed; PROGRAM's exit code {code}"),
-                (n, None) => format!("{n} processes killed; PROGRAM's exit not seen"),
-            });
-            Ok::<_, std::io::Error>(())
-        })
+        Phase::new(
+            Stage::FinishInFlight,
+            "kill the tree",
+            move |ctx| async move {
+                let program_alive = child.exit_code().is_none();
+                let killed = child.kill_tree().await;
+                let code = tokio::time::timeout(Duration::from_secs(1), child.exited())
+                    .await
+                    .ok();
+                record.update(|r| {
+                    r.tree_killed = killed > 0;
+                    r.program_killed = program_alive && killed > 0;
+                    r.killed_processes = killed;
+                });
+                ctx.set_detail(match (killed, code) {
+                    (0, _) => "nothing left to kill".to_owned(),
+                    (n, Some(code)) => format!("{n} processes killed; PROGRAM's exit code {code}"),
+                    (n, None) => format!("{n} processes killed; PROGRAM's exit not seen"),
+                });
+                Ok::<_, std::io::Error>(())
+            },
+        )
         .required()
         .weight(1)
         .at_least(Duration::from_millis(2500))
@@ -344,7 +378,8 @@ fn plan(
         .await
         .map_err(|e| e.to_string())?;
         record.update(|r| r.log_lines = Some(joined));
-        logs.sync().map_err(|e| format!("fsync of {}: {e}", logs.path().display()))?;
+        logs.sync()
+            .map_err(|e| format!("fsync of {}: {e}", logs.path().display()))?;
         ctx.set_detail(format!(
             "{} stdout and {} stderr lines in {}",
             joined.0,

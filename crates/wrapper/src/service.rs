@@ -40,8 +40,9 @@ fn spec(options: &InstallOptions) -> Result<ServiceSpec, String> {
         .to_args()
         .into_iter()
         .map(|a: OsString| {
-            a.into_string()
-                .map_err(|a| format!("{a:?} is not valid Unicode: a service's command line must be"))
+            a.into_string().map_err(|a| {
+                format!("{a:?} is not valid Unicode: a service's command line must be")
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let mut spec = ServiceSpec::new(&name, exe)
@@ -97,9 +98,11 @@ mod platform {
 
     pub(super) fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
         if options.start != StartChoice::Auto {
-            return Err("--start applies to a Windows service; under systemd, `winddown install` \
+            return Err(
+                "--start applies to a Windows service; under systemd, `winddown install` \
                         enables the unit (`systemctl disable NAME` makes it start only when asked)"
-                .into());
+                    .into(),
+            );
         }
         let mut systemd = SystemdOptions::default();
         if let Some(user) = &options.user {
@@ -109,7 +112,10 @@ mod platform {
             });
         }
         if options.print {
-            print!("{}", systemd::unit_file(spec, &systemd).map_err(|e| e.to_string())?);
+            print!(
+                "{}",
+                systemd::unit_file(spec, &systemd).map_err(|e| e.to_string())?
+            );
             return Ok(0);
         }
         let path = systemd::install(spec, &systemd).map_err(|e| e.to_string())?;
@@ -162,7 +168,10 @@ mod platform {
     pub(super) fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
         let launchd = LaunchdOptions::default();
         if options.print {
-            print!("{}", launchd::plist(spec, &launchd).map_err(|e| e.to_string())?);
+            print!(
+                "{}",
+                launchd::plist(spec, &launchd).map_err(|e| e.to_string())?
+            );
             return Ok(0);
         }
         let path = launchd::install(spec, &launchd).map_err(|e| e.to_string())?;
@@ -218,7 +227,11 @@ mod platform {
         let account = Account::Virtual;
         if options.print {
             println!("  name:                {}", spec.name);
-            println!("  command line:        \"{}\" {}", spec.executable.display(), spec.arguments.join(" "));
+            println!(
+                "  command line:        \"{}\" {}",
+                spec.executable.display(),
+                spec.arguments.join(" ")
+            );
             println!("  start:               {start}");
             println!("  account:             {}", account.name_for(&spec.name));
             println!(
@@ -236,13 +249,17 @@ mod platform {
         println!("{done}");
         match scm::status(&spec.name) {
             Ok(info) => println!("{info}"),
-            Err(e) => println!("warning: cannot read the service back: {}", winddown::error_chain(&e)),
+            Err(e) => println!(
+                "warning: cannot read the service back: {}",
+                winddown::error_chain(&e)
+            ),
         }
         Ok(0)
     }
 
     pub(super) fn uninstall(name: &str) -> Result<i32, String> {
-        let done = scm::uninstall(name, FOLLOW, &mut show).map_err(|e| winddown::error_chain(&e))?;
+        let done =
+            scm::uninstall(name, FOLLOW, &mut show).map_err(|e| winddown::error_chain(&e))?;
         println!("{done}");
         Ok(0)
     }

@@ -31,7 +31,10 @@ fn build_go(out: &Path) -> bool {
         .env("GOPROXY", "off")
         .env("GOTOOLCHAIN", "local")
         .env("GO111MODULE", "off")
-        .env("GOCACHE", Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache"))
+        .env(
+            "GOCACHE",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("gocache"),
+        )
         .status();
     match built {
         Ok(status) if status.success() => true,
@@ -91,8 +94,12 @@ fn a_wrapped_go_service_keeps_every_answered_request() {
     let stopped = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let (answered, next, stopped, address) =
-                (answered.clone(), next.clone(), stopped.clone(), address.clone());
+            let (answered, next, stopped, address) = (
+                answered.clone(),
+                next.clone(),
+                stopped.clone(),
+                address.clone(),
+            );
             std::thread::spawn(move || {
                 let mut refused_after_stop = 0;
                 while refused_after_stop < 20 {
@@ -124,11 +131,20 @@ fn a_wrapped_go_service_keeps_every_answered_request() {
         .map(|l| l.parse().unwrap())
         .collect();
     let answered = answered.lock().unwrap();
-    assert!(before_stop > 20, "the load ran: {before_stop} answers before the stop");
+    assert!(
+        before_stop > 20,
+        "the load ran: {before_stop} answers before the stop"
+    );
     let missing: Vec<_> = answered.iter().filter(|id| !written.contains(id)).collect();
-    assert!(missing.is_empty(), "answered but not in the file: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "answered but not in the file: {missing:?}"
+    );
     let log = std::fs::read_to_string(dir.path().join("goservice.log")).unwrap();
-    assert!(log.contains("goservice got terminated: shutting down"), "{log}");
+    assert!(
+        log.contains("goservice got terminated: shutting down"),
+        "{log}"
+    );
     println!(
         "figures: {} requests answered ({} after SIGTERM), all in the file; stop took {:.0} ms",
         answered.len(),

@@ -18,13 +18,33 @@ fn install_print_writes_a_notify_unit_with_the_stop_timeout() {
     let probe_dir = std::path::Path::new(PROBE).parent().unwrap();
     let out = Command::new(WRAPPER)
         .current_dir(probe_dir)
-        .args(["install", "--print", "--name", "probe-verify", "--stop-timeout", "12"])
-        .args(["--user", "root", "--log-dir", "logs", "--env", "MODE=a b", "--ready-tcp", "127.0.0.1:9"])
+        .args([
+            "install",
+            "--print",
+            "--name",
+            "probe-verify",
+            "--stop-timeout",
+            "12",
+        ])
+        .args([
+            "--user",
+            "root",
+            "--log-dir",
+            "logs",
+            "--env",
+            "MODE=a b",
+            "--ready-tcp",
+            "127.0.0.1:9",
+        ])
         .args(["--", "./stopprobe", "--drain-ms", "100"])
         .output()
         .unwrap();
     let unit = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let exec = unit.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
     let logs = probe_dir.join("logs");
     for want in [
@@ -64,8 +84,14 @@ fn install_print_writes_a_notify_unit_with_the_stop_timeout() {
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&verified.stderr);
-    let about: Vec<&str> = said.lines().filter(|l| l.contains("probe-verify")).collect();
-    assert!(verified.status.success() && about.is_empty(), "systemd-analyze verify: {said}");
+    let about: Vec<&str> = said
+        .lines()
+        .filter(|l| l.contains("probe-verify"))
+        .collect();
+    assert!(
+        verified.status.success() && about.is_empty(),
+        "systemd-analyze verify: {said}"
+    );
 }
 
 #[test]

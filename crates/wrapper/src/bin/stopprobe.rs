@@ -117,7 +117,10 @@ async fn run(o: Options) -> i32 {
     }
     if let Some(pidfile) = &o.grandchild {
         let exe = std::env::current_exe().unwrap_or_else(|e| die(&e.to_string()));
-        std::process::Command::new(exe)
+        // Never waited for on purpose: the grandchild must outlive this process unless the
+        // wrapper's tree kill ends it.
+        #[allow(clippy::zombie_processes)]
+        let _grandchild = std::process::Command::new(exe)
             .args(["--as-grandchild", pidfile])
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -135,7 +138,10 @@ async fn run(o: Options) -> i32 {
         let stdout = std::io::stdout();
         let mut out = std::io::BufWriter::new(stdout.lock());
         for i in 0..o.spew {
-            let _ = writeln!(out, "spew {i:08} the quick brown fox jumps over the lazy dog");
+            let _ = writeln!(
+                out,
+                "spew {i:08} the quick brown fox jumps over the lazy dog"
+            );
         }
         let _ = out.flush();
     }
@@ -152,7 +158,9 @@ async fn run(o: Options) -> i32 {
                     use tokio::io::{AsyncReadExt, AsyncWriteExt};
                     let mut buf = [0u8; 1024];
                     let _ = s.read(&mut buf).await;
-                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                        .await;
                 }
             }
         });

@@ -260,7 +260,11 @@ impl Tree {
                 std::ptr::null_mut(),
             )
         };
-        let alive = if ok != 0 { info.ActiveProcesses as usize } else { 1 };
+        let alive = if ok != 0 {
+            info.ActiveProcesses as usize
+        } else {
+            1
+        };
         if alive > 0 {
             // SAFETY: the job handle is valid.
             if unsafe { TerminateJobObject(raw(&self.job), KILLED) } == 0 {

@@ -16,7 +16,11 @@ pub const PROBE: &str = env!("CARGO_BIN_EXE_stopprobe");
 /// `winddown run ARGS -- stopprobe PROBE_ARGS`.
 pub fn wrapped(args: &[&str], probe_args: &[&str]) -> Command {
     let mut c = Command::new(WRAPPER);
-    c.arg("run").args(args).arg("--").arg(PROBE).args(probe_args);
+    c.arg("run")
+        .args(args)
+        .arg("--")
+        .arg(PROBE)
+        .args(probe_args);
     c.env_remove("NOTIFY_SOCKET");
     c
 }
@@ -34,7 +38,11 @@ pub fn wait_for_file(path: &Path, limit: Duration) -> String {
         {
             return text;
         }
-        assert!(Instant::now() < until, "{} did not appear within {limit:?}", path.display());
+        assert!(
+            Instant::now() < until,
+            "{} did not appear within {limit:?}",
+            path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
 }
