@@ -482,3 +482,43 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
         "sleep killed by the TERM passed on"
     );
 }
+
+/// A second Ctrl+C (SIGINT) hurries the stop as the library does: the wait for PROGRAM is cut
+/// short and its tree is killed at once, long before the stop timeout.
+#[test]
+fn a_second_interrupt_kills_the_tree_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut wrapper = wrapped(
+        &["--stop-timeout", "20"],
+        &["--ignore", "--started", path_str(&started)],
+    )
+    .stderr(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let program: u32 = wait_for_file(&started, Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    signal(wrapper.id(), Signal::SIGINT);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        alive(program),
+        "the first interrupt only asks PROGRAM to stop"
+    );
+    let t0 = Instant::now();
+    signal(wrapper.id(), Signal::SIGINT);
+    let status = wait_exit(&mut wrapper, Duration::from_secs(10));
+    let took = t0.elapsed();
+    assert_eq!(status.code(), Some(128 + 9));
+    assert!(!alive(program));
+    assert!(
+        took < Duration::from_secs(3),
+        "second interrupt to exit: {took:?}"
+    );
+    println!(
+        "figures: second interrupt to wrapper gone: {:.0} ms",
+        took.as_secs_f64() * 1000.0
+    );
+}
