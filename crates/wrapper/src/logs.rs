@@ -263,6 +263,7 @@ mod tests {
         assert_eq!(seen, expect);
     }
 
+    #[cfg(unix)]
     #[test]
     fn an_unwritable_directory_is_named_at_open() {
         let err = Logs::open(Path::new("/proc/self/nonexistent"), "p", 1024, 1).unwrap_err();
