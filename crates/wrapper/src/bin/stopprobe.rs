@@ -205,9 +205,10 @@ async fn run(o: Options) -> i32 {
         write_synced(
             marker,
             &format!(
-                "signal={signal}\nreceived_unix_ns={received}\npid={}\ndrained_ms={}\n",
+                "signal={signal}\nreceived_unix_ns={received}\npid={}\ndrained_ms={}\nwritten_unix_ns={}\n",
                 std::process::id(),
-                started.elapsed().as_millis()
+                started.elapsed().as_millis(),
+                now_ns()
             ),
         );
     }

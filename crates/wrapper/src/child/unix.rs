@@ -173,7 +173,7 @@ impl Tree {
                 tracing::warn!("processes of PROGRAM's tree are still alive 2 s after SIGKILL");
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         killed.len()
     }
