@@ -9,9 +9,9 @@
 
 E2E_TESTS+=(e2e_winddown_run)
 
-# Whether a Wine process whose command line contains WORD is alive (Linux side).
+# Whether a Wine process whose command line matches REGEX is alive (seen from Linux).
 wine_proc_alive() {
-  pgrep -f -- "$1" >/dev/null
+  pgrep -af -- "$1"
 }
 
 e2e_winddown_run() {
@@ -71,7 +71,7 @@ e2e_winddown_run() {
   check "RUNNING" scm_wait_state "$stubborn" RUNNING 20
   local i
   for i in $(seq 50); do [[ -s $work/gc ]] && break; sleep 0.1; done
-  check "its grandchild runs" wine_proc_alive "--as-grandchild"
+  check "its grandchild runs" wine_proc_alive "as-grandchild Z:.*wrap-e2e.gc"
   t0=${EPOCHREALTIME/./}
   scm_stop_and_watch "$stubborn" "$LOGS/$stubborn-stop.txt"
   took=$(((${EPOCHREALTIME/./} - t0) / 1000))
@@ -82,7 +82,7 @@ e2e_winddown_run() {
   check "STOPPED with the killed program's code as service-specific 1" \
     last_line_matches "$LOGS/$stubborn-stop.txt" '^STOPPED 0 0 1066 1$'
   sleep 0.5
-  check "the grandchild is gone" not wine_proc_alive "--as-grandchild"
+  check "the grandchild is gone" not wine_proc_alive "as-grandchild Z:.*wrap-e2e.gc"
   check "the report says the program was killed" \
     grep_output '"program_killed":true' cat "$work/stubborn-logs/$stubborn.last-stop.json"
 
