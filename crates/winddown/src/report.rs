@@ -181,12 +181,26 @@ pub struct ShutdownReport {
     pub stragglers: Vec<String>,
     /// The sum of it.
     pub outcome: Outcome,
+    /// The exit code the program chose instead of the outcome's ([`ShutdownReport::with_exit_code`]):
+    /// a wrapper hands on the code of the program it ran, so that a service manager's "restart on
+    /// failure" sees that program's failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code_override: Option<i32>,
 }
 
 impl ShutdownReport {
-    /// The process exit code ([`Outcome::exit_code`]).
+    /// The process exit code: [`Outcome::exit_code`], unless [`ShutdownReport::with_exit_code`]
+    /// set another. On Windows it is also the service-specific exit code.
     pub fn exit_code(&self) -> i32 {
-        self.outcome.exit_code()
+        self.exit_code_override
+            .unwrap_or_else(|| self.outcome.exit_code())
+    }
+
+    /// The report with `code` as its exit code, whatever the outcome (a wrapper's program's code).
+    #[must_use]
+    pub fn with_exit_code(mut self, code: i32) -> Self {
+        self.exit_code_override = Some(code);
+        self
     }
 
     /// The report as one line of JSON.

@@ -646,6 +646,22 @@ impl Reporter for ScmService {
 }
 
 impl HostHooks for ScmService {
+    /// While the service is still starting, a status line is a sign of life: `START_PENDING` with
+    /// the next checkpoint, so that a start that waits on something (a wrapped program's
+    /// readiness) is not taken for a hung one.
+    fn status(&self, _line: &str) {
+        let mut current = self.lock();
+        if self.inner.shutdown.is_requested() || current.state != Some(ServiceState::StartPending) {
+            return;
+        }
+        self.send(
+            &mut current,
+            ServiceState::StartPending,
+            START_WAIT_HINT,
+            ServiceExitCode::NO_ERROR,
+        );
+    }
+
     /// `RUNNING` — unless a stop came first, in which case the service stays `STOP_PENDING`.
     fn ready(&self) {
         // Checked and sent under one lock: a stop arriving meanwhile cannot be overwritten.
@@ -694,6 +710,33 @@ mod tests {
                 sleep(SEC).await;
                 Ok::<_, io::Error>(())
             })
+    }
+
+    /// A start that waits (a wrapper's readiness probe) keeps `START_PENDING` growing through
+    /// status lines, and an exit code set on the report (the wrapped program's) reaches `STOPPED`.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_start_grows_its_checkpoint_and_a_set_exit_code_reaches_stopped() {
+        let run = ScmScenario::new()
+            .control(5 * SEC, ScmControl::Stop)
+            .run(|host: Host| async move {
+                for _ in 0..3 {
+                    host.status("starting: waiting for the port");
+                    sleep(SEC).await;
+                }
+                host.ready();
+                Ok(host.drain(DrainPlan::new()).await.with_exit_code(7))
+            })
+            .await;
+        let starting: Vec<u32> = run
+            .statuses
+            .iter()
+            .filter(|s| s.status.state == ServiceState::StartPending)
+            .map(|s| s.status.checkpoint)
+            .collect();
+        assert_eq!(starting, vec![1, 2, 3, 4]);
+        assert_protocol(&run);
+        assert_eq!(run.last().exit_code, ServiceExitCode::ServiceSpecific(7));
+        assert_eq!(run.exit_code, 7);
     }
 
     fn assert_protocol(run: &ScmRun) {

@@ -136,6 +136,7 @@ pub async fn drain(
         phases: reports,
         stragglers: stragglers.unwrap_or_default(),
         outcome,
+        exit_code_override: None,
     };
     tracing::info!(
         target: "winddown::report",

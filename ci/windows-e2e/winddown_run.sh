@@ -1,0 +1,93 @@
+# End-to-end: `winddown run -- stopprobe` as a service under Wine's Service Control Manager —
+# installed by `winddown install`, RUNNING only once the program's port answers, `sc stop` →
+# STOP_PENDING with growing checkpoints while the program drains → the program's marker shows the
+# console event it got (CTRL_C through AttachConsole) → STOPPED with its exit code; then a
+# stubborn program whose tree (grandchild included) the job object ends at the stop timeout.
+#
+# What Wine cannot show: CTRL_BREAK (refused, error 6, so the wrapper moves on to the next signal),
+# WM_CLOSE to a program's windows (stopprobe has none), PRESHUTDOWN (cannot be sent).
+
+E2E_TESTS+=(e2e_winddown_run)
+
+# Whether a Wine process whose command line matches REGEX is alive (seen from Linux).
+wine_proc_alive() {
+  pgrep -af -- "$1"
+}
+
+e2e_winddown_run() {
+  local name=wrap-e2e stubborn=wrap-e2e-stubborn
+  local exe="$WIN_TARGET/debug/winddown.exe" probe="$WIN_TARGET/debug/stopprobe.exe"
+  local work="$WIN_TARGET/debug/wrap-e2e"
+  local cli=(wine_q "$exe")
+  local port=18431 t0 took
+  "${cli[@]}" uninstall --name "$name" >/dev/null 2>&1 # leftovers of an interrupted run
+  "${cli[@]}" uninstall --name "$stubborn" >/dev/null 2>&1
+  rm -rf "$work"
+  mkdir -p "$work"
+
+  echo "-- install: ready once port $port answers (opened after 2 s), drains 3 s on its stop signal"
+  check "install" grep_output "installed" "${cli[@]}" install --name "$name" --start manual \
+    --stop-timeout 8 --ready-tcp "127.0.0.1:$port" --log-dir "$(win_path "$work/logs")" \
+    -- "$(win_path "$probe")" --listen "$port" --listen-after-ms 2000 --drain-ms 3000 \
+    --marker "$(win_path "$work/marker")" --lines-on-stop 10
+  check "preshutdown timeout from the stop timeout, virtual account" \
+    grep_output "account: NT SERVICE\\\\$name" "${cli[@]}" status --name "$name"
+
+  echo "-- sc start: START_PENDING until the port answers"
+  t0=${EPOCHREALTIME/./}
+  check "sc start" wine_q sc start "$name"
+  sleep 1
+  check "still START_PENDING 1 s in (the port opens at 2 s)" \
+    grep_output "^START_PENDING" scm_status "$name"
+  check "RUNNING" scm_wait_state "$name" RUNNING 20
+  took=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  echo "       RUNNING ${took} ms after sc start"
+  check "RUNNING only after the port opened" test "$took" -ge 2000
+  check "the port answers" bash -c "exec 3<>/dev/tcp/127.0.0.1/$port"
+
+  echo "-- sc stop: CTRL_C to the program's console, checkpoints while it drains"
+  t0=${EPOCHREALTIME/./}
+  scm_stop_and_watch "$name" "$LOGS/$name-stop.txt"
+  took=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  echo "       STOPPED ${took} ms after sc stop; checkpoints" \
+    "$(awk '$1 == "STOP_PENDING" { print $2 }' "$LOGS/$name-stop.txt" | uniq | paste -sd' ')"
+  check "STOP_PENDING with at least 4 growing checkpoints, then STOPPED" \
+    scm_checkpoints_grew "$LOGS/$name-stop.txt" 4
+  check "STOPPED with the program's exit code 0" \
+    last_line_matches "$LOGS/$name-stop.txt" '^STOPPED 0 0 0 0$'
+  check "the program's marker names the console event: ctrl-c" \
+    grep_output "signal=ctrl-c" cat "$work/marker"
+  check "the lines it wrote while draining are in its log" \
+    grep_output "draining 00000009" cat "$work/logs/$name.log"
+  check "the stop report: scm_stop, ctrl-c sent, exit code 0, nothing killed" \
+    grep_output '"signal":"ctrl-c".*"program_killed":false.*"exit_code":0.*"reason":"scm_stop"' \
+    cat "$work/logs/$name.last-stop.json"
+
+  echo "-- a stubborn program and its grandchild: the job object ends them at the stop timeout"
+  check "install the stubborn one" grep_output "installed" "${cli[@]}" install --name "$stubborn" \
+    --start manual --stop-timeout 3 --log-dir "$(win_path "$work/stubborn-logs")" \
+    -- "$(win_path "$probe")" --ignore --grandchild "$(win_path "$work/gc")"
+  check "sc start" wine_q sc start "$stubborn"
+  check "RUNNING" scm_wait_state "$stubborn" RUNNING 20
+  local i
+  for i in $(seq 50); do [[ -s $work/gc ]] && break; sleep 0.1; done
+  check "its grandchild runs" wine_proc_alive "as-grandchild Z:.*wrap-e2e.gc"
+  t0=${EPOCHREALTIME/./}
+  scm_stop_and_watch "$stubborn" "$LOGS/$stubborn-stop.txt"
+  took=$(((${EPOCHREALTIME/./} - t0) / 1000))
+  echo "       STOPPED ${took} ms after sc stop (stop timeout 3 s)"
+  check "STOP_PENDING with growing checkpoints, then STOPPED" \
+    scm_checkpoints_grew "$LOGS/$stubborn-stop.txt" 3
+  check "stopped at the stop timeout (3-6 s)" test "$took" -ge 2500 -a "$took" -le 6000
+  check "STOPPED with the killed program's code as service-specific 1" \
+    last_line_matches "$LOGS/$stubborn-stop.txt" '^STOPPED 0 0 1066 1$'
+  sleep 0.5
+  check "the grandchild is gone" not wine_proc_alive "as-grandchild Z:.*wrap-e2e.gc"
+  check "the report says the program was killed" \
+    grep_output '"program_killed":true' cat "$work/stubborn-logs/$stubborn.last-stop.json"
+
+  echo "-- uninstall"
+  check "uninstall" grep_output "removed" "${cli[@]}" uninstall --name "$name"
+  check "uninstall the stubborn one" grep_output "removed" "${cli[@]}" uninstall --name "$stubborn"
+  check "sc no longer knows it" not wine_q sc query "$name"
+}
