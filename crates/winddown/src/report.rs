@@ -145,7 +145,7 @@ impl Outcome {
 pub struct ShutdownReport {
     /// The stop that started the drain.
     pub reason: StopReason,
-    /// Every trigger, in order (a second and third mean escalation).
+    /// Every trigger, in order (a person's second and third escalate; see [`crate::StopSender`]).
     pub triggers: Vec<StopReason>,
     /// How far the stop escalated.
     pub escalation: Escalation,

@@ -265,6 +265,31 @@ fn a_third_sigint_exits_at_once_even_during_a_long_flush() {
     assert!(took < Duration::from_millis(1000), "{took:?}");
 }
 
+/// Issue #14 item 5: SIGTERM is a manager's stop (systemd, Kubernetes, launchd), and a manager may
+/// send it again — a container runtime that repeats it, a restarted kubelet. However often it
+/// comes, the drain runs in full: the in-flight task's 2 s are waited for and the flush runs.
+#[test]
+fn sigterm_three_times_still_drains_in_full() {
+    let mut child = spawn("slow", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    for _ in 0..3 {
+        child.signal(Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    assert_eq!(code, 0);
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    let report = child.report();
+    assert_eq!(report["outcome"], "clean");
+    assert_eq!(report["escalation"], "draining");
+    assert_eq!(
+        report["triggers"],
+        serde_json::json!(["sig_term", "sig_term", "sig_term"])
+    );
+    assert_eq!(phase(&report, "flush")["outcome"], "done");
+}
+
 /// A flush that blocks its thread for 30 s, in a process that may use one CPU: the drain still cuts
 /// it off at its budget, runs the phases after it, and the process exits without waiting for the
 /// blocked thread — the runtime has a second worker, and its leftovers get one second.

@@ -14,8 +14,10 @@
 //!   a service process also gets `CTRL_LOGOFF` whenever any user logs off, and its stops come from
 //!   the SCM.
 //!
-//! A third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing Ctrl+C a
-//! third time wants out, and nothing acknowledged depends on the drain.
+//! A person's third stop (Ctrl+C, Ctrl+Break, `SIGINT`, `SIGQUIT`) exits the process at once with
+//! [`EXIT_FORCED`]: they want out, and nothing acknowledged depends on the drain. A manager's
+//! repeated stops (`SIGTERM` sent again, the console's close after a Ctrl+C) never force: see
+//! [`crate::StopSender`].
 
 use tokio::task::JoinHandle;
 
@@ -40,13 +42,14 @@ pub fn listen(shutdown: &Shutdown) -> JoinHandle<()> {
     })
 }
 
-/// What every stop source does: trigger, and on the third trigger exit at once.
+/// What every stop source does: trigger, and exit at once when that forced the stop (a person's
+/// third).
 pub(crate) fn on_stop(shutdown: &Shutdown, reason: StopReason) {
     if shutdown.trigger(reason) == Escalation::Force {
         tracing::error!(
             reason = reason.as_str(),
             exit_code = EXIT_FORCED,
-            "third stop request: exiting at once, drain abandoned"
+            "third stop request from a person: exiting at once, drain abandoned"
         );
         std::process::exit(EXIT_FORCED);
     }
