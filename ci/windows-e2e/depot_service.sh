@@ -39,6 +39,16 @@ EOF
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
   sed -n '/service depot installed/,/start it with/p' "$LOGS/checks.log" | sed 's/^/       /'
+  # Issue #14 item A: the data directory is the service's own. Wine's icacls is a stub that prints
+  # nothing, so the owner and DACL are read through the API (examples/data_dir_access.rs).
+  local access=(wine_q "$WIN_TARGET/debug/examples/data_dir_access.exe")
+  echo "       icacls C:\ProgramData\depot (Wine's stub): '$(wine_q icacls 'C:\ProgramData\depot' | head -3)'"
+  echo "       inherited before (C:\ProgramData): $("${access[@]}" 'C:\ProgramData')"
+  echo "       after install (C:\ProgramData\depot): $("${access[@]}" 'C:\ProgramData\depot')"
+  local depot_sid='S-1-5-80-3027509830-900637054-3824779686-3293701920-3883781552' # sc showsid depot
+  check "the data directory: protected DACL, SYSTEM and Administrators full, NT SERVICE\\depot modify" \
+    grep_output "^O:[^ ]+D:P\(A;OICI;FA;;;SY\)\(A;OICI;FA;;;BA\)\(A;OICI;0x1301bf;;;$depot_sid\) *$" \
+    "${access[@]}" 'C:\ProgramData\depot'
   check "the Event Log source is registered" \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \
