@@ -35,6 +35,14 @@ EOF
     grep_output 'start: +manual.*account: +NT SERVICE\\depot.*preshutdown timeout: 35 s' \
     "${depot[@]}" install --print --config "$(win_path "$work/depot.toml")" --start manual
   check "nothing installed by --print" not wine_q sc query depot
+  # Issue #14 item A: a data directory someone else created first is refused, and nothing is
+  # installed. Wine shows a directory of another Unix user as owned by S-1-5-7 (ANONYMOUS LOGON).
+  mkdir -p "$data" && chown 1001:1001 "$data"
+  check "a data directory another user owns is refused; nothing installed" \
+    grep_output 'cannot give service depot its data directory .*owned by S-1-5-7.*takeown' \
+    not "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
+  check "  ... and the service does not exist" not wine_q sc query depot
+  rm -rf "$data"
   check "install creates the service and shows what the SCM holds" \
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
@@ -45,10 +53,14 @@ EOF
   echo "       icacls C:\ProgramData\depot (Wine's stub): '$(wine_q icacls 'C:\ProgramData\depot' | head -3)'"
   echo "       inherited before (C:\ProgramData): $("${access[@]}" 'C:\ProgramData')"
   echo "       after install (C:\ProgramData\depot): $("${access[@]}" 'C:\ProgramData\depot')"
-  local depot_sid='S-1-5-80-3027509830-900637054-3824779686-3293701920-3883781552' # sc showsid depot
-  check "the data directory: protected DACL, SYSTEM and Administrators full, NT SERVICE\\depot modify" \
-    grep_output "^O:[^ ]+D:P\(A;OICI;FA;;;SY\)\(A;OICI;FA;;;BA\)\(A;OICI;0x1301bf;;;$depot_sid\) *$" \
+  # Wine keeps no DACLs: it maps one to Unix mode bits and reads back one made from them. What
+  # it shows is that Everyone (WD), which may read C:\ProgramData, may not read the data
+  # directory. On Windows the whole DACL is the one checked in the unit test (manager.rs).
+  check "the data directory: nobody but its owner and SYSTEM may use it (no Everyone entry)" \
+    grep_output "^O:[^ ]+D:\(A;OICI;FA;;;SY\)\(A;OICI;FA;;;[^)]+\) *$" \
     "${access[@]}" 'C:\ProgramData\depot'
+  check "  ... its Unix mode, which Wine derived from the DACL, is 700" \
+    grep_output '^700$' stat -c %a "$data"
   check "the Event Log source is registered" \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \
