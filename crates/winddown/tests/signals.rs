@@ -275,18 +275,19 @@ fn sigterm_three_times_still_drains_in_full() {
     let sent = Instant::now();
     for _ in 0..3 {
         child.signal(Signal::SIGTERM);
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(300));
     }
     let (code, took) = child.exit(sent, Duration::from_secs(10));
-    assert_eq!(code, 0);
-    assert!(took >= Duration::from_secs(2), "{took:?}");
     let report = child.report();
+    assert_eq!(code, 0, "{report}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
     assert_eq!(report["outcome"], "clean");
     assert_eq!(report["escalation"], "draining");
-    assert_eq!(
-        report["triggers"],
-        serde_json::json!(["sig_term", "sig_term", "sig_term"])
-    );
+    // Signals that arrive before the listener runs again count once (they coalesce); on a
+    // loaded machine two of the three may.
+    let triggers = report["triggers"].as_array().unwrap();
+    assert!(triggers.len() >= 2, "{report}");
+    assert!(triggers.iter().all(|t| t == "sig_term"), "{report}");
     assert_eq!(phase(&report, "flush")["outcome"], "done");
 }
 
