@@ -67,7 +67,7 @@ EOF
     grep_output "^O:[^ ]+D:\(A;OICI;FA;;;SY\)\(A;OICI;FA;;;[^)]+\) *$" \
     "${access[@]}" 'C:\ProgramData\depot'
   check "  ... its Unix mode, which Wine derived from the DACL, gives others nothing" \
-    grep_output '^7[0-7]0$' stat -c %a "$data"
+    grep_output '^7[0-7]0 *$' stat -c %a "$data"
   check "the Event Log source is registered" \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \
