@@ -6,6 +6,12 @@
 
 E2E_TESTS+=(e2e_depot_service)
 
+# A Wine program with its standard error, without Wine's CRs; keeps its exit code.
+wine_with_stderr() {
+  wine "$@" 2>&1 | tr -d '\r'
+  return "${PIPESTATUS[0]}"
+}
+
 e2e_depot_service() {
   local exe="$WIN_TARGET/debug/depot.exe"
   local work="$WIN_TARGET/debug/depot-e2e"
@@ -37,6 +43,15 @@ EOF
     grep_output 'start: +manual.*account: +NT SERVICE\\depot.*preshutdown timeout: 35 s.*environment: +DEPOT_MAX_READ_LIMIT=500' \
     "${depot[@]}" install --print --config "$(win_path "$work/depot.toml")" --start manual
   check "nothing installed by --print" not wine_q sc query depot
+  # Issue #14 item A: a data directory someone else created first is refused, and nothing is
+  # installed. Wine shows a directory of another Unix user as owned by S-1-5-7 (ANONYMOUS LOGON).
+  # (depot's error goes to stderr, which wine_q drops.)
+  mkdir -p "$data" && chown 1001:1001 "$data"
+  check "a data directory another user owns is refused; nothing installed" \
+    grep_output 'cannot give service depot its data directory .*owned by S-1-5-7.*takeown' \
+    not wine_with_stderr "$exe" install --config "$(win_path "$work/depot.toml")" --start manual
+  check "  ... and the service does not exist" not wine_q sc query depot
+  rm -rf "$data"
   check "install creates the service and shows what the SCM holds" \
     grep_output 'service depot installed.*account: NT SERVICE\\depot.*preshutdown timeout: 35\.0 s' \
     "${depot[@]}" install --config "$(win_path "$work/depot.toml")" --start manual
@@ -45,6 +60,20 @@ EOF
     grep_output 'DEPOT_MAX_READ_LIMIT=500' \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\depot' /v Environment
   sed -n '/service depot installed/,/start it with/p' "$LOGS/checks.log" | sed 's/^/       /'
+  # Issue #14 item A: the data directory is the service's own. Wine's icacls is a stub that prints
+  # nothing, so the owner and DACL are read through the API (examples/data_dir_access.rs).
+  local access=(wine_q "$WIN_TARGET/debug/examples/data_dir_access.exe")
+  echo "       icacls C:\ProgramData\depot (Wine's stub): '$(wine_q icacls 'C:\ProgramData\depot' | head -3)'"
+  echo "       inherited before (C:\ProgramData): $("${access[@]}" 'C:\ProgramData')"
+  echo "       after install (C:\ProgramData\depot): $("${access[@]}" 'C:\ProgramData\depot')"
+  # Wine keeps no DACLs: it maps one to Unix mode bits and reads back one made from them. What
+  # it shows is that Everyone (WD), which may read C:\ProgramData, may not read the data
+  # directory. On Windows the whole DACL is the one checked in the unit test (manager.rs).
+  check "the data directory: nobody but its owner and SYSTEM may use it (no Everyone entry)" \
+    grep_output "^O:[^ ]+D:\(A;OICI;FA;;;SY\)\(A;OICI;FA;;;[^)]+\) *$" \
+    "${access[@]}" 'C:\ProgramData\depot'
+  check "  ... its Unix mode, which Wine derived from the DACL, gives others nothing" \
+    grep_output '^7[0-7]0 *$' stat -c %a "$data"
   check "the Event Log source is registered" \
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \

@@ -33,7 +33,13 @@ pub enum LockError {
 
 /// A single-instance lock: an OS advisory lock on a file, so that a crashed holder frees it
 /// without anyone cleaning up. The holder's PID is written into the file for the message a second
-/// instance prints.
+/// instance prints, and for [`LockFile::holder`].
+///
+/// On Unix the lock is `flock` on the whole file. On Windows it is `LockFileEx` on one byte far
+/// past the PID (byte 2⁶²): Windows locks are mandatory for the bytes they cover, so
+/// a lock over the whole file (what `File::try_lock` takes) would stop every other handle from
+/// reading the PID, and `holder` would find a running instance but not its PID. A lock over the
+/// whole file taken by an older version still excludes this one, and the other way round.
 ///
 /// The file is never deleted: deleting a lock file lets a waiter lock a file that is no longer
 /// the one at that path.
@@ -56,15 +62,11 @@ impl LockFile {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
         let mut file = options.open(&path).map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(LockError::Held {
-                    pid: read_pid(&path),
-                    path,
-                });
-            }
-            Err(fs::TryLockError::Error(e)) => return Err(io(e)),
+        if !try_lock(&file).map_err(io)? {
+            return Err(LockError::Held {
+                pid: read_pid(&path),
+                path,
+            });
         }
         file.set_len(0).map_err(io)?;
         file.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -80,9 +82,13 @@ impl LockFile {
             .write(true)
             .open(path.as_ref())
             .ok()?;
-        match file.try_lock() {
-            Ok(()) => None, // nobody holds it (and dropping `file` releases our probe)
-            Err(_) => read_pid(path.as_ref()),
+        match try_lock(&file) {
+            Ok(true) => {
+                unlock(&file); // nobody holds it: release the probe
+                None
+            }
+            Ok(false) => read_pid(path.as_ref()),
+            Err(_) => None,
         }
     }
 
@@ -99,8 +105,37 @@ impl LockFile {
 
 impl Drop for LockFile {
     fn drop(&mut self) {
-        let _ = self.file.unlock();
+        unlock(&self.file);
     }
+}
+
+/// The byte of the lock file that the Windows lock covers: far past the PID, so that the PID can
+/// be read while the lock is held (below `i64::MAX`, as `NtLockFile`'s signed offset wants).
+#[cfg(windows)]
+const WINDOWS_LOCK_OFFSET: u64 = 1 << 62;
+
+/// Takes the lock at once: `Ok(false)` if another handle holds it.
+fn try_lock(file: &File) -> std::io::Result<bool> {
+    #[cfg(windows)]
+    {
+        crate::sys::windows::try_lock_byte(file, WINDOWS_LOCK_OFFSET)
+    }
+    #[cfg(not(windows))]
+    {
+        match file.try_lock() {
+            Ok(()) => Ok(true),
+            Err(fs::TryLockError::WouldBlock) => Ok(false),
+            Err(fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}
+
+/// Releases what [`try_lock`] took (closing the handle would too, but later on Windows).
+fn unlock(file: &File) {
+    #[cfg(windows)]
+    let _ = crate::sys::windows::unlock_byte(file, WINDOWS_LOCK_OFFSET);
+    #[cfg(not(windows))]
+    let _ = file.unlock();
 }
 
 fn read_pid(path: &Path) -> Option<u32> {

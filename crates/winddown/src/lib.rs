@@ -69,7 +69,7 @@ pub use guard::{LockError, LockFile, TempArea};
 pub use host::{ForceAction, Host, HostHooks, HostKind, HostOptions, run};
 pub use plan::{Criticality, DrainPlan, Phase, PhaseContext, PhaseError, Stage, drain};
 pub use progress::{NoProgress, PhaseProgress, Progress, ProgressEvent, Reporter};
-pub use reason::{Budgets, CustomStop, DrainMode, StopReason};
+pub use reason::{Budgets, CustomStop, DrainMode, StopReason, StopSender};
 pub use report::{
     CutOffBy, EXIT_CLEAN, EXIT_CUT_OFF, EXIT_FAILED, EXIT_FORCED, Outcome, PhaseOutcome,
     PhaseReport, ShutdownReport, SkipReason, error_chain,

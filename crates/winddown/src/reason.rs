@@ -160,6 +160,30 @@ pub enum DrainMode {
     FlushOnly,
 }
 
+/// Who sends a stop: what decides whether sending it again escalates the drain.
+///
+/// Only a person escalates by repeating: pressing Ctrl+C again means "hurry", a third time "get
+/// out now". A service manager's stops follow its own sequence — the SCM's STOP, then PRESHUTDOWN
+/// and SHUTDOWN when a reboot interrupts the stop; a SIGTERM sent again by a container runtime or
+/// a restarted kubelet — and none of them means "abandon the data": each only brings the deadline
+/// closer (and `SERVICE_CONTROL_SHUTDOWN` hurries, see [`DrainMode::FlushOnly`]). A manager that
+/// wants the process gone sooner kills it (SIGKILL, the SCM ending the process) when its own
+/// timeout runs out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum StopSender {
+    /// A person at the keyboard: Ctrl+C, Ctrl+Break, `SIGINT`, `SIGQUIT`. The second such stop
+    /// hurries the drain, the third exits at once.
+    Person,
+    /// A service manager, the operating system or the program itself: the SCM's controls,
+    /// `SIGTERM` (systemd, launchd, Kubernetes, `kill`), `SIGHUP`, the console's close, logoff
+    /// and shutdown events, [`StopReason::Requested`] and every [`StopReason::Custom`] source (an
+    /// admin endpoint, a `preStop` hook). Never escalates by repeating.
+    Manager,
+}
+
 impl StopReason {
     /// Every reason the library knows (not the [`Custom`](StopReason::Custom) ones), for tables
     /// and tests. An iterator, so that a new source is not a breaking change.
@@ -200,6 +224,31 @@ impl StopReason {
         match self {
             StopReason::ScmShutdown => DrainMode::FlushOnly,
             _ => DrainMode::Full,
+        }
+    }
+
+    /// Who sends this stop, which decides whether repeating it escalates (see [`StopSender`]).
+    ///
+    /// `SIGTERM` counts as a manager's even when a person typed `kill`: systemd, launchd and
+    /// Kubernetes send it, and container runtimes have been seen to send it twice for one stop. A
+    /// person who wants out now presses Ctrl+C three times (or sends `SIGINT` three times, or
+    /// `SIGKILL`). A custom source is a program's own machinery, so a manager's too.
+    pub const fn sender(self) -> StopSender {
+        match self {
+            StopReason::CtrlC
+            | StopReason::CtrlBreak
+            | StopReason::SigInt
+            | StopReason::SigQuit => StopSender::Person,
+            StopReason::ConsoleClose
+            | StopReason::Logoff
+            | StopReason::SystemShutdown
+            | StopReason::SigTerm
+            | StopReason::SigHup
+            | StopReason::ScmStop
+            | StopReason::ScmPreshutdown
+            | StopReason::ScmShutdown
+            | StopReason::Requested
+            | StopReason::Custom(_) => StopSender::Manager,
         }
     }
 

@@ -162,7 +162,7 @@ impl Outcome {
 pub struct ShutdownReport {
     /// The stop that started the drain.
     pub reason: StopReason,
-    /// Every trigger, in order (a second and third mean escalation).
+    /// Every trigger, in order (a person's second and third escalate; see [`crate::StopSender`]).
     pub triggers: Vec<StopReason>,
     /// How far the stop escalated.
     pub escalation: Escalation,
@@ -184,7 +184,10 @@ pub struct ShutdownReport {
     /// The exit code the program chose instead of the outcome's ([`ShutdownReport::with_exit_code`]):
     /// a wrapper hands on the code of the program it ran, so that a service manager's "restart on
     /// failure" sees that program's failure.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Option::is_none")
+    )]
     pub exit_code_override: Option<i32>,
 }
 

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-use crate::reason::{Budgets, StopReason};
+use crate::reason::{Budgets, StopReason, StopSender};
 use crate::tasks::Tasks;
 
 /// How far a stop has escalated.
@@ -19,9 +19,10 @@ pub enum Escalation {
     Running,
     /// The first trigger: run the whole drain plan.
     Draining,
-    /// A second trigger: stop waiting for in-flight work, but still flush and close.
+    /// A person's second stop, or a "flush now" source: stop waiting for in-flight work, but
+    /// still flush and close.
     Hurry,
-    /// A third trigger: exit at once.
+    /// A person's third stop: exit at once. Never reached by a service manager's stops.
     Force,
 }
 
@@ -42,8 +43,11 @@ pub struct StopState {
 ///
 /// Every stop source — a signal, a console event, the Service Control Manager, the program itself
 /// — calls [`Shutdown::trigger`] with its [`StopReason`]. The first trigger starts the drain with
-/// that source's budget; a second one hurries it (in-flight work is no longer waited for, but data
-/// is still flushed and stores closed); a third means "exit now".
+/// that source's budget, and every later one can only bring the deadline closer. A person's
+/// second stop (Ctrl+C, `SIGINT`, …) hurries it (in-flight work is no longer waited for, but data
+/// is still flushed and stores closed), and their third means "exit now". A service manager's
+/// repeated stops never escalate: only `SERVICE_CONTROL_SHUTDOWN` ("flush now") hurries the drain
+/// (see [`StopSender`]).
 #[derive(Debug, Clone)]
 pub struct Shutdown {
     inner: Arc<Inner>,
@@ -115,15 +119,7 @@ impl Shutdown {
             state.deadline = Some(state.deadline.map_or(deadline, |d| d.min(deadline)));
             state.reason.get_or_insert(reason);
             state.triggers.push(reason);
-            state.escalation = match state.triggers.len() {
-                1 => Escalation::Draining,
-                2 => Escalation::Hurry,
-                _ => Escalation::Force,
-            };
-            // A "flush now" source hurries the drain at once, whatever came before it.
-            if reason.drain_mode() == crate::DrainMode::FlushOnly {
-                state.escalation = state.escalation.max(Escalation::Hurry);
-            }
+            state.escalation = state.escalation.max(escalation_of(&state.triggers));
             escalation = state.escalation;
         });
         tracing::info!(
@@ -187,6 +183,33 @@ impl Shutdown {
     }
 }
 
+/// How far `triggers` take a stop: the first one starts the drain; a person's second stop hurries
+/// it and their third forces an exit; a "flush now" source hurries it at once, whatever came
+/// before. A manager's stops, however many, never escalate beyond that: STOP → PRESHUTDOWN →
+/// SHUTDOWN is the SCM's normal sequence when a reboot interrupts `sc stop`, not three requests
+/// to give up (see [`StopSender`]).
+fn escalation_of(triggers: &[StopReason]) -> Escalation {
+    if triggers.is_empty() {
+        return Escalation::Running;
+    }
+    let by_person = triggers
+        .iter()
+        .filter(|r| r.sender() == StopSender::Person)
+        .count();
+    let mut escalation = match by_person {
+        0 | 1 => Escalation::Draining,
+        2 => Escalation::Hurry,
+        _ => Escalation::Force,
+    };
+    if triggers
+        .iter()
+        .any(|r| r.drain_mode() == crate::DrainMode::FlushOnly)
+    {
+        escalation = escalation.max(Escalation::Hurry);
+    }
+    escalation
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding these locks cannot leave the data half-written (plain inserts), so a
     // poisoned lock is still usable.
@@ -211,10 +234,86 @@ mod tests {
         assert_eq!(s.state().deadline, Some(t0 + Duration::from_secs(6)));
         s.hurried().await;
         // A longer budget never extends the deadline.
-        assert_eq!(s.trigger(StopReason::SigInt), Escalation::Force);
+        assert_eq!(s.trigger(StopReason::SigInt), Escalation::Hurry);
         assert_eq!(s.state().deadline, Some(t0 + Duration::from_secs(6)));
         assert_eq!(s.state().reason, Some(StopReason::ScmPreshutdown));
         assert_eq!(s.state().triggers.len(), 3);
+    }
+
+    /// Issue #14 item 5: a reboot during `sc stop` sends STOP, PRESHUTDOWN, SHUTDOWN — the
+    /// manager's own sequence, which hurries (SHUTDOWN is "flush now") but never forces. Nor does
+    /// a SIGTERM sent again (a container runtime, a restarted kubelet), nor the console's close,
+    /// logoff and shutdown events, nor the program asking again.
+    #[test]
+    fn a_managers_stops_never_force() {
+        let s = Shutdown::new();
+        assert_eq!(s.trigger(StopReason::ScmStop), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::ScmPreshutdown), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::ScmShutdown), Escalation::Hurry);
+        assert_eq!(s.trigger(StopReason::ScmShutdown), Escalation::Hurry);
+
+        for repeated in [
+            StopReason::SigTerm,
+            StopReason::SigHup,
+            StopReason::Requested,
+            StopReason::ConsoleClose,
+        ] {
+            let s = Shutdown::new();
+            for _ in 0..5 {
+                assert_eq!(s.trigger(repeated), Escalation::Draining, "{repeated}");
+            }
+        }
+        let s = Shutdown::new();
+        for reason in [
+            StopReason::ConsoleClose,
+            StopReason::Logoff,
+            StopReason::SystemShutdown,
+            StopReason::SigTerm,
+        ] {
+            assert_eq!(s.trigger(reason), Escalation::Draining, "{reason}");
+        }
+    }
+
+    /// A person's second stop hurries and the third forces, whatever the manager sent before, and
+    /// whichever keys they press (Ctrl+C, Ctrl+Break, SIGINT, SIGQUIT count alike).
+    #[test]
+    fn a_persons_third_stop_forces() {
+        let s = Shutdown::new();
+        assert_eq!(s.trigger(StopReason::CtrlC), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::CtrlC), Escalation::Hurry);
+        assert_eq!(s.trigger(StopReason::CtrlC), Escalation::Force);
+
+        let s = Shutdown::new();
+        assert_eq!(s.trigger(StopReason::SigTerm), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::SigTerm), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::SigInt), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::SigQuit), Escalation::Hurry);
+        assert_eq!(s.trigger(StopReason::SigTerm), Escalation::Hurry);
+        assert_eq!(s.trigger(StopReason::SigInt), Escalation::Force);
+
+        let s = Shutdown::new();
+        assert_eq!(s.trigger(StopReason::CtrlBreak), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::ConsoleClose), Escalation::Draining);
+        assert_eq!(s.trigger(StopReason::CtrlC), Escalation::Hurry);
+        assert_eq!(s.trigger(StopReason::CtrlBreak), Escalation::Force);
+        // Escalation never goes back.
+        assert_eq!(s.trigger(StopReason::SigTerm), Escalation::Force);
+    }
+
+    #[test]
+    fn every_reason_has_a_sender() {
+        let people: Vec<_> = StopReason::all()
+            .filter(|r| r.sender() == StopSender::Person)
+            .collect();
+        assert_eq!(
+            people,
+            [
+                StopReason::CtrlC,
+                StopReason::CtrlBreak,
+                StopReason::SigInt,
+                StopReason::SigQuit
+            ]
+        );
     }
 
     #[test]

@@ -299,6 +299,32 @@ fn with_force_action_report_a_third_sigint_returns_a_forced_report_to_the_progra
     assert_eq!(phase(&report, "flush")["by"], "force");
 }
 
+/// Issue #14 item 5: SIGTERM is a manager's stop (systemd, Kubernetes, launchd), and a manager may
+/// send it again — a container runtime that repeats it, a restarted kubelet. However often it
+/// comes, the drain runs in full: the in-flight task's 2 s are waited for and the flush runs.
+#[test]
+fn sigterm_three_times_still_drains_in_full() {
+    let mut child = spawn("slow", None);
+    child.wait_for("READY", Duration::from_secs(10));
+    let sent = Instant::now();
+    for _ in 0..3 {
+        child.signal(Signal::SIGTERM);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (code, took) = child.exit(sent, Duration::from_secs(10));
+    let report = child.report();
+    assert_eq!(code, 0, "{report}");
+    assert!(took >= Duration::from_secs(2), "{took:?}");
+    assert_eq!(report["outcome"], "clean");
+    assert_eq!(report["escalation"], "draining");
+    // Signals that arrive before the listener runs again count once (they coalesce); on a
+    // loaded machine two of the three may.
+    let triggers = report["triggers"].as_array().unwrap();
+    assert!(triggers.len() >= 2, "{report}");
+    assert!(triggers.iter().all(|t| t == "sig_term"), "{report}");
+    assert_eq!(phase(&report, "flush")["outcome"], "done");
+}
+
 /// A flush that blocks its thread for 30 s, in a process that may use one CPU: the drain still cuts
 /// it off at its budget, runs the phases after it, and the process exits without waiting for the
 /// blocked thread — the runtime has a second worker, and its leftovers get one second.

@@ -14,10 +14,11 @@
 //!   a service process also gets `CTRL_LOGOFF` whenever any user logs off, and its stops come from
 //!   the SCM.
 //!
-//! By default a third trigger exits the process at once with [`EXIT_FORCED`]: the person pressing
-//! Ctrl+C a third time wants out, and nothing acknowledged depends on the drain.
-//! [`ForceAction::Report`] leaves it to the program instead ([`listen_with`],
-//! [`HostOptions::on_force`](super::HostOptions::on_force)).
+//! By default a person's third stop (Ctrl+C, Ctrl+Break, `SIGINT`, `SIGQUIT`) exits the process at
+//! once with [`EXIT_FORCED`]: they want out, and nothing acknowledged depends on the drain. A
+//! manager's repeated stops (`SIGTERM` sent again, the console's close after a Ctrl+C) never force:
+//! see [`crate::StopSender`]. [`ForceAction::Report`] leaves a forced stop to the program instead
+//! ([`listen_with`], [`HostOptions::on_force`](super::HostOptions::on_force)).
 
 use tokio::task::JoinHandle;
 
@@ -51,14 +52,14 @@ pub fn listen_with(shutdown: &Shutdown, on_force: ForceAction) -> JoinHandle<()>
     })
 }
 
-/// What every stop source does: trigger, and on the third trigger exit at once (unless the
-/// program chose [`ForceAction::Report`]).
+/// What every stop source does: trigger, and exit at once when that forced the stop (a person's
+/// third), unless the program chose [`ForceAction::Report`].
 pub(crate) fn on_stop(shutdown: &Shutdown, reason: StopReason, on_force: ForceAction) {
     if shutdown.trigger(reason) == Escalation::Force && on_force == ForceAction::Exit {
         tracing::error!(
             reason = reason.as_str(),
             exit_code = EXIT_FORCED,
-            "third stop request: exiting at once, drain abandoned"
+            "third stop request from a person: exiting at once, drain abandoned"
         );
         std::process::exit(EXIT_FORCED);
     }

@@ -940,6 +940,64 @@ mod tests {
         );
     }
 
+    /// Issue #14 item 5: a reboot during `sc stop` — STOP, then PRESHUTDOWN, then SHUTDOWN — is
+    /// the SCM's own sequence, not three requests to give up: the in-flight wait is cut at the
+    /// SHUTDOWN ("flush now"), and the flush and the close still run within its 5 s.
+    #[tokio::test(start_paused = true)]
+    async fn a_reboot_during_a_stop_still_flushes_and_closes() {
+        let t0 = Instant::now();
+        let closed = Arc::new(Mutex::new(false));
+        let closed_by_phase = closed.clone();
+        let plan = plan(20 * SEC, Arc::default()).phase(
+            Stage::CloseStores,
+            "close",
+            move |_| async move {
+                sleep(SEC / 2).await;
+                *closed_by_phase.lock().unwrap() = true;
+                Ok::<_, io::Error>(())
+            },
+        );
+        let run = ScmScenario::new()
+            .control(SEC, ScmControl::Stop)
+            .control(2 * SEC, ScmControl::Preshutdown)
+            .control(3 * SEC, ScmControl::Shutdown)
+            .drain(plan)
+            .await;
+        assert_protocol(&run);
+        assert_stop_pending_keeps_growing(&run);
+        let report = run.report();
+        assert_eq!(
+            report.triggers,
+            [
+                StopReason::ScmStop,
+                StopReason::ScmPreshutdown,
+                StopReason::ScmShutdown
+            ]
+        );
+        assert_eq!(report.escalation, Escalation::Hurry);
+        assert_ne!(report.outcome, Outcome::Forced, "{report}");
+        assert!(matches!(
+            report.phase("in-flight").unwrap().outcome,
+            PhaseOutcome::CutOff { .. }
+        ));
+        assert_eq!(report.phase("flush").unwrap().outcome, PhaseOutcome::Done);
+        assert_eq!(report.phase("close").unwrap().outcome, PhaseOutcome::Done);
+        assert!(*closed.lock().unwrap());
+        // In-flight work was given up: cut off (3), not forced (5).
+        assert_eq!(run.exit_code, EXIT_CUT_OFF);
+        assert_eq!(
+            run.last().exit_code,
+            ServiceExitCode::ServiceSpecific(EXIT_CUT_OFF as u32)
+        );
+        // Within the SHUTDOWN's 5 s.
+        assert!(run.statuses.last().unwrap().at <= t0 + 8 * SEC);
+        assert!(
+            !run.events.iter().any(|(_, m)| m.contains("abandoned")),
+            "{:#?}",
+            run.events
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn interrogate_is_answered_and_other_controls_are_not_handled() {
         let run = ScmScenario::new()

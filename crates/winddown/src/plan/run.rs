@@ -19,9 +19,10 @@ use crate::shutdown::{Escalation, Shutdown, StopState};
 /// progress to `reporter`, and returns what it did. The report is also logged as one structured
 /// event (target `winddown::report`).
 ///
-/// A second trigger during the drain skips what is left of the best-effort phases (waiting for
-/// in-flight work) but still runs the required ones (flush, close, release); a third abandons the
-/// drain and returns a [`Outcome::Forced`] report at once (the console host then exits the process).
+/// A hurry during the drain (a person's second stop, or a "flush now" source) skips what is left
+/// of the best-effort phases (waiting for in-flight work) but still runs the required ones (flush,
+/// close, release); a person's third stop abandons the drain and returns a [`Outcome::Forced`]
+/// report at once (the console host then exits the process).
 ///
 /// Each phase runs as its own task ([`tokio::spawn`]), so that a phase that blocks its thread
 /// (synchronous I/O, a blocking close) does not stop the progress reports the host needs to keep

@@ -108,8 +108,10 @@ impl ServiceSpec {
     /// runtime's shutdown, the exit — on a loaded machine.
     pub fn manager_stop_timeout(&self) -> Duration {
         let margin = (self.stop_budget / 10).max(Duration::from_secs(5));
-        let total = self.stop_budget + margin;
-        let secs = total.as_secs() + u64::from(total.subsec_nanos() > 0);
+        let total = self.stop_budget.saturating_add(margin);
+        let secs = total
+            .as_secs()
+            .saturating_add(u64::from(total.subsec_nanos() > 0));
         Duration::from_secs(secs)
     }
 }
@@ -128,5 +130,10 @@ mod tests {
         );
         assert_eq!(spec(2_500).manager_stop_timeout(), Duration::from_secs(8));
         assert_eq!(spec(0).manager_stop_timeout(), Duration::from_secs(5));
+        let forever = ServiceSpec::new("x", "/bin/x").stop_budget(Duration::MAX);
+        assert_eq!(
+            forever.manager_stop_timeout(),
+            Duration::from_secs(u64::MAX)
+        );
     }
 }

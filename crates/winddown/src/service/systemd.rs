@@ -181,12 +181,22 @@ pub fn unit_name(name: &str) -> String {
 
 /// The unit file for `spec`: the text [`install`] writes, for a `--print` option. Touches nothing.
 ///
+/// Every value is written so that systemd reads back exactly what was given: `ExecStart=` words
+/// and `Environment=` assignments are quoted and C-escaped with `%` (and in arguments `$`)
+/// doubled, so the program gets exactly its argv and environment; the description is kept on
+/// one line (control characters become spaces, the ends are trimmed, `%` is doubled); what a
+/// unit file cannot carry is refused rather than changed. The property test in
+/// `tests/systemd_unit.rs` checks this against systemd's own parser.
+///
 /// # Errors
 /// [`ServiceError::InvalidSpec`] when something cannot be expressed in a unit file: a name that
 /// is not a valid unit name, an executable that is not an absolute path (or holds quotes, a
-/// backslash or control characters, which systemd refuses there), an invalid environment variable
-/// name or a NUL anywhere, a data directory outside `/var/lib` with [`ServiceUser::Dynamic`], or
-/// [`STOP_BUDGET_ENV`] in the environment (set [`ServiceSpec::stop_budget`] instead).
+/// backslash or control characters, which systemd refuses there), a display name ending in a
+/// backslash (which would join the next line), an invalid environment variable name or a NUL
+/// anywhere, a data directory outside `/var/lib` with [`ServiceUser::Dynamic`] (or, elsewhere,
+/// holding a control character or a `.`/`..` component), a user or group name that is not a plain
+/// name, a line of 1 MiB or more, or [`STOP_BUDGET_ENV`] in the environment (set
+/// [`ServiceSpec::stop_budget`] instead).
 pub fn unit_file(spec: &ServiceSpec, options: &SystemdOptions) -> Result<String, ServiceError> {
     check_unit_name(&spec.name, "service name")?;
     check_unit_name(&options.wanted_by, "WantedBy target")?;
@@ -218,7 +228,7 @@ pub fn unit_file(spec: &ServiceSpec, options: &SystemdOptions) -> Result<String,
     let storage = data_storage(spec, &options.user)?;
 
     let mut u = String::new();
-    let title = one_line(&spec.display_name);
+    let title = description(&spec.display_name)?;
     let _ = writeln!(
         u,
         "# {}: {title}. Written by winddown's installer; reinstall to change it, or override",
@@ -230,7 +240,7 @@ pub fn unit_file(spec: &ServiceSpec, options: &SystemdOptions) -> Result<String,
         spec.name
     );
     if !spec.description.is_empty() {
-        let _ = writeln!(u, "# {}", one_line(&spec.description));
+        let _ = writeln!(u, "# {}", comment(&spec.description));
     }
     u.push_str("\n[Unit]\n");
     let _ = writeln!(u, "Description={}", escape_specifiers(&title));
@@ -342,8 +352,19 @@ pub fn unit_file(spec: &ServiceSpec, options: &SystemdOptions) -> Result<String,
 
     u.push_str("\n[Install]\n");
     let _ = writeln!(u, "WantedBy={}", options.wanted_by);
+    if let Some(line) = u.lines().find(|l| l.len() >= LONG_LINE_MAX) {
+        let key = line.split_once('=').map_or(line, |(key, _)| key);
+        return Err(invalid(format!(
+            "the unit's {key}= line would be {} bytes long; systemd refuses lines of {LONG_LINE_MAX} \
+             bytes or more",
+            line.len()
+        )));
+    }
     Ok(u)
 }
+
+/// systemd's longest unit file line (`LONG_LINE_MAX`): a longer one fails the whole unit.
+const LONG_LINE_MAX: usize = 1024 * 1024;
 
 enum Storage {
     None,
@@ -391,7 +412,7 @@ fn data_storage(spec: &ServiceSpec, user: &ServiceUser) -> Result<Storage, Servi
              cannot own it; put it under /var/lib, or run as a named user who owns it"
         ))),
         None => {
-            check_no_nul(dir, "the data directory")?;
+            check_path(dir, "the data directory")?;
             Ok(Storage::ReadWrite(dir.to_owned()))
         }
     }
@@ -488,13 +509,39 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// The text of `Description=` (before `%` is doubled). systemd takes that value to the end of
+/// the line, without C escapes, strips the whitespace around it, and joins the next line to one
+/// that ends in a backslash (`After=network.target` would become part of the description). So:
+/// control characters become spaces (a newline would start a new setting), the ends are trimmed,
+/// and a trailing backslash — which no escape can keep there — is refused.
+fn description(text: &str) -> Result<String, ServiceError> {
+    let line = one_line(text);
+    let line = line.trim_matches(' ');
+    if line.ends_with('\\') {
+        return Err(invalid(format!(
+            "the display name {text:?} ends with a backslash, which systemd reads as joining the \
+             next line of the unit to it; remove the backslash"
+        )));
+    }
+    Ok(line.to_owned())
+}
+
+/// A comment line's text: one line, and no trailing backslash (systemd 252 does not join a
+/// comment to the next line, but older versions did).
+fn comment(text: &str) -> String {
+    one_line(text).trim_end_matches([' ', '\\']).to_owned()
+}
+
 fn escape_specifiers(text: &str) -> String {
     text.replace('%', "%%")
 }
 
-/// systemd time spans: whole seconds when exact, milliseconds otherwise.
+/// systemd time spans: whole seconds when exact, milliseconds otherwise; `infinity` beyond what
+/// systemd can count (microseconds in a `u64`), which it would refuse as a number.
 fn seconds(d: Duration) -> String {
-    if d.subsec_millis() == 0 {
+    if d.as_micros() >= u128::from(u64::MAX) {
+        "infinity".to_owned()
+    } else if d.subsec_millis() == 0 {
         format!("{}s", d.as_secs())
     } else {
         format!("{}ms", d.as_millis())
@@ -536,6 +583,23 @@ fn check_executable(path: &str) -> Result<(), ServiceError> {
     Ok(())
 }
 
+/// A path for a setting that takes paths (`ReadWritePaths=`): systemd unquotes it but does not
+/// C-unescape it (an escaped newline would become the letter `n`), and resolves `.` and `..`
+/// itself; neither belongs in a data directory's path.
+fn check_path(path: &str, what: &str) -> Result<(), ServiceError> {
+    if path.chars().any(char::is_control) {
+        return Err(invalid(format!(
+            "{what} {path:?} holds a control character, which a unit file cannot carry in a path"
+        )));
+    }
+    if path.split('/').any(|part| part == "." || part == "..") {
+        return Err(invalid(format!(
+            "{what} {path:?} holds a `.` or `..` component; give the path without them"
+        )));
+    }
+    Ok(())
+}
+
 fn check_no_nul(text: &str, what: &str) -> Result<(), ServiceError> {
     if text.contains('\0') {
         Err(invalid(format!("{what} holds a NUL character: {text:?}")))
@@ -564,7 +628,10 @@ fn check_env(key: &str, value: &str) -> Result<(), ServiceError> {
 }
 
 fn check_account(name: &str) -> Result<(), ServiceError> {
-    let valid = !name.is_empty()
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
@@ -1013,6 +1080,12 @@ mod tests {
             spec().data_dir("/srv/depot"),
             spec().name_for_test("depot@"),
             spec().name_for_test(""),
+            // Issue #14 item 10: a trailing backslash joins the next line to the description.
+            spec().display_name("depot \\"),
+            spec().display_name("depot \\\n "),
+            spec().data_dir("/srv/depot\ndata"),
+            spec().data_dir("/srv/depot/../etc"),
+            spec().arguments(["x".repeat(LONG_LINE_MAX)]),
         ];
         for spec in bad {
             let err = unit_file(&spec, &SystemdOptions::new()).unwrap_err();
@@ -1024,6 +1097,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ServiceError::InvalidSpec(_)), "{err}");
+        for user in ["-depot", ".depot", "dep ot", "depot%n", ""] {
+            let named = SystemdOptions::new().user(ServiceUser::Named {
+                user: user.into(),
+                group: None,
+            });
+            let err = unit_file(&spec().data_dir("/srv/depot"), &named).unwrap_err();
+            assert!(
+                matches!(err, ServiceError::InvalidSpec(_)),
+                "{user:?}: {err}"
+            );
+        }
+        let err = unit_file(&spec().display_name("depot \\"), &SystemdOptions::new()).unwrap_err();
+        assert!(err.to_string().contains("ends with a backslash"), "{err}");
+    }
+
+    /// A stop budget past what systemd can count is written as `infinity`, not as a number
+    /// systemd refuses (and computing the manager's timeout does not overflow).
+    #[test]
+    fn an_endless_budget_is_infinity() {
+        let text = unit_file(
+            &spec().stop_budget(Duration::MAX),
+            &SystemdOptions::new().watchdog(Some(Duration::MAX)),
+        )
+        .unwrap();
+        assert!(lines(&text).contains(&"TimeoutStopSec=infinity"), "{text}");
+        assert!(lines(&text).contains(&"WatchdogSec=infinity"), "{text}");
     }
 
     #[test]
@@ -1038,6 +1137,13 @@ mod tests {
             text.contains("Description=depot [Service] ExecStartPre=/bin/evil 100%%\n"),
             "{text}"
         );
+        // The ends trimmed (as systemd would), a comment's trailing backslash dropped.
+        let padded = super::tests::spec()
+            .display_name("  depot\t")
+            .description("ends in \\");
+        let text = unit_file(&padded, &SystemdOptions::new()).unwrap();
+        assert!(text.contains("\nDescription=depot\n"), "{text}");
+        assert!(text.contains("\n# ends in\n"), "{text}");
     }
 
     #[test]

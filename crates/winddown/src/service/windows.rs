@@ -8,8 +8,11 @@
 //! - failure actions restart the service after 5 s, 30 s, then 60 s, the count reset after a day,
 //!   and they also fire on "non-crash failures": a service that reports `STOPPED` with an error
 //!   code — which the winddown host does when the drain was not clean;
-//! - the service runs as its own virtual account, `NT SERVICE\<name>`, rather than LocalSystem,
-//!   and is granted the data directory;
+//! - the service runs as its own virtual account, `NT SERVICE\<name>`, rather than LocalSystem;
+//! - its data directory is its own: created with (or, if it exists with a trusted owner, reset
+//!   to) a protected DACL — SYSTEM, Administrators and the service's account, nothing inherited
+//!   from `%ProgramData%`, which lets every user read — and refused if it exists with another
+//!   owner or as a link ([`data_dir_dacl`], [`ManageError::DataDir`]);
 //! - its Event Log source is registered, so its lifecycle events read properly in Event Viewer.
 //!
 //! [`start`], [`stop`] and [`uninstall`] wait for the service to get there, reporting each new
@@ -25,12 +28,13 @@
 //! shown, but Wine runs every service as the Wine user. Refused, and so reported as warnings:
 //! delayed automatic start and "failure actions on non-crash failures" (`ERROR_INVALID_LEVEL`).
 //! Accepted but without effect: the failure actions themselves (they cannot be read back), the
-//! service's `Environment` (not passed to the process) and `icacls` (a stub that exits 0).
+//! service's `Environment` (not passed to the process). The data directory's owner and protected
+//! DACL are set and read back (Wine keeps them), but Wine does not enforce them: every Wine
+//! process runs as one user, in the Administrators group.
 
-use std::ffi::OsString;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::host::scm::{ServiceExitCode, ServiceState};
@@ -457,6 +461,17 @@ pub enum ManageError {
         /// The service's name.
         name: String,
     },
+    /// The data directory cannot be made the service's own: it exists with a foreign owner, it
+    /// is a link, or its access could not be set. Nothing was installed.
+    #[error("cannot give service {name} its data directory {}: {reason}", path.display())]
+    DataDir {
+        /// The service's name.
+        name: String,
+        /// The data directory.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
     /// A call to the SCM failed.
     #[error("cannot {action} service {name}")]
     Windows {
@@ -562,19 +577,105 @@ impl Wait {
     }
 }
 
-/// The `icacls` arguments that grant `account` modify rights on `dir`, inherited by everything
-/// below it (`(OI)(CI)`: files and folders, existing ones included — icacls propagates).
+/// The SID of a service's virtual account, `NT SERVICE\<service>`: `S-1-5-80-` and the SHA-1 of
+/// the service name in upper case (UTF-16LE) as five little-endian 32-bit numbers. That is how
+/// Windows derives it (`sc showsid <name>` prints the same); computing it needs no lookup, which
+/// neither an uninstalled service nor Wine can answer.
 ///
-/// Why `icacls` rather than `SetNamedSecurityInfoW`: adding one inheritable ACE to an existing
-/// DACL through the API takes reading the DACL, `SetEntriesInAclW`, writing it back and freeing
-/// two allocations — a page of `unsafe` — while `icacls` does exactly that, ships with every
-/// Windows since Vista, resolves `NT SERVICE\…` names, and says what went wrong in words.
-pub fn grant_arguments(dir: &Path, account: &str) -> Vec<OsString> {
-    vec![
-        dir.as_os_str().to_owned(),
-        "/grant".into(),
-        format!("{account}:(OI)(CI)M").into(),
-    ]
+/// ```
+/// use winddown::service::windows::service_sid;
+/// assert_eq!(
+///     service_sid("TrustedInstaller"),
+///     "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"
+/// );
+/// ```
+pub fn service_sid(service: &str) -> String {
+    use sha1::{Digest, Sha1};
+    // Windows upper-cases one UTF-16 unit at a time (RtlUpcaseUnicodeString).
+    let upcase = |unit: u16| {
+        char::from_u32(u32::from(unit))
+            .and_then(|c| {
+                let mut upper = c.to_uppercase();
+                match (upper.next(), upper.next()) {
+                    (Some(u), None) if (u as u32) <= 0xFFFF => Some(u as u16),
+                    _ => None,
+                }
+            })
+            .unwrap_or(unit)
+    };
+    let bytes: Vec<u8> = service
+        .encode_utf16()
+        .map(upcase)
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let hash = Sha1::digest(&bytes);
+    let mut sid = String::from("S-1-5-80");
+    for chunk in hash.chunks_exact(4) {
+        let part = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+        sid.push_str(&format!("-{part}"));
+    }
+    sid
+}
+
+/// The SID of the account a service runs as, where it is known without asking Windows: the
+/// virtual account's (computed), LocalService's and NetworkService's (well known). `None` for
+/// LocalSystem (which has full access everywhere) and for a named user (looked up at install).
+pub fn account_sid_of(account: &Account, service: &str) -> Option<String> {
+    match account {
+        Account::Virtual => Some(service_sid(service)),
+        Account::LocalService => Some("S-1-5-19".to_owned()),
+        Account::NetworkService => Some("S-1-5-20".to_owned()),
+        Account::LocalSystem | Account::User { .. } => None,
+    }
+}
+
+/// The DACL [`install`] gives the data directory, as SDDL: protected (`P`: nothing inherited from
+/// `%ProgramData%`, whose ACL lets every local user read what is below it), full control for
+/// SYSTEM and Administrators, modify for the service's account (`account_sid`, if it needs an
+/// entry), each inherited by every file and folder below (`OICI`).
+///
+/// ```
+/// use winddown::service::windows::data_dir_dacl;
+/// assert_eq!(
+///     data_dir_dacl(Some("S-1-5-19")),
+///     "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x1301bf;;;S-1-5-19)"
+/// );
+/// ```
+pub fn data_dir_dacl(account_sid: Option<&str>) -> String {
+    let mut sddl = String::from("D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)");
+    if let Some(sid) = account_sid {
+        // FILE_GENERIC_READ | WRITE | EXECUTE | DELETE: icacls' "M" (modify), not WRITE_DAC.
+        sddl.push_str(&format!("(A;OICI;0x1301bf;;;{sid})"));
+    }
+    sddl
+}
+
+/// The owner and DACL of `path` as SDDL (`O:BAD:P(A;OICI;FA;;;SY)…`): what [`install`] left on
+/// the data directory, for a status display or a check. Off Windows: [`io::ErrorKind::Unsupported`].
+pub fn security(path: &std::path::Path) -> io::Result<String> {
+    #[cfg(windows)]
+    {
+        crate::sys::windows::security_sddl(path)
+    }
+    #[cfg(not(windows))]
+    {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!("{}: security descriptors are Windows'", path.display()),
+        ))
+    }
+}
+
+/// Whether an existing data directory owned by `owner` may become the service's: only if SYSTEM,
+/// Administrators, TrustedInstaller, the service's own account or the account running the install
+/// owns it. Anyone else (a local user who created it before the install, to read the service's
+/// data or plant files in it) keeps the owner's rights over it whatever its DACL says.
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) fn trusted_owner(owner: &str, account_sid: Option<&str>, installer: &str) -> bool {
+    ["S-1-5-18", "S-1-5-32-544"].contains(&owner)
+        || owner == service_sid("TrustedInstaller")
+        || Some(owner) == account_sid
+        || owner == installer
 }
 
 /// The functions off Windows: each fails with [`ManageError::Unsupported`].
@@ -791,15 +892,29 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{secret:?}").contains("hunter2"));
+        // `sc showsid` prints these.
         assert_eq!(
-            grant_arguments(Path::new(r"C:\ProgramData\depot"), r"NT SERVICE\depot"),
-            [
-                r"C:\ProgramData\depot",
-                "/grant",
-                r"NT SERVICE\depot:(OI)(CI)M"
-            ]
-            .map(OsString::from)
+            service_sid("TrustedInstaller"),
+            "S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464"
         );
+        assert_eq!(
+            service_sid("trustedinstaller"),
+            service_sid("TRUSTEDINSTALLER")
+        );
+        assert_eq!(
+            account_sid_of(&Account::Virtual, "depot"),
+            Some(service_sid("depot"))
+        );
+        assert_eq!(account_sid_of(&Account::LocalSystem, "depot"), None);
+        assert_eq!(data_dir_dacl(None), "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)");
+        let me = "S-1-5-21-1-2-3-1000";
+        let depot = service_sid("depot");
+        for owner in ["S-1-5-18", "S-1-5-32-544", me, depot.as_str()] {
+            assert!(trusted_owner(owner, Some(&depot), me), "{owner}");
+        }
+        for owner in ["S-1-5-21-1-2-3-1001", "S-1-5-32-545", "S-1-1-0"] {
+            assert!(!trusted_owner(owner, Some(&depot), me), "{owner}");
+        }
         let options = InstallOptions::new();
         assert_eq!(options.start, StartMode::Automatic);
         assert_eq!(options.account, Account::Virtual);

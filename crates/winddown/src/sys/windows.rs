@@ -1,5 +1,6 @@
 //! Windows FFI the `windows-service` crate does not cover: the parent process (ToolHelp), the
-//! session id, the Event Log, the service registry keys, and two `QueryServiceConfig2W` levels.
+//! session id, the Event Log, the service registry keys, two `QueryServiceConfig2W` levels,
+//! byte-range file locks, and the security descriptors of the service's data directory.
 //! Every `unsafe` block of the crate's Windows code is here, each with its `SAFETY` note; handles
 //! are owned by RAII types that close them once.
 
@@ -336,4 +337,336 @@ pub(crate) fn set_service_environment(name: &str, vars: &[(String, String)]) -> 
     }
     block.push(0);
     key.set("Environment", REG_MULTI_SZ, &utf16_bytes(&block))
+}
+
+// --- byte-range locks (guard::LockFile) ------------------------------------------------------
+
+use std::fs::File;
+
+use windows_sys::Win32::Foundation::ERROR_LOCK_VIOLATION;
+use windows_sys::Win32::Storage::FileSystem::{
+    LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY, LockFileEx, UnlockFileEx,
+};
+use windows_sys::Win32::System::IO::OVERLAPPED;
+
+fn overlapped_at(offset: u64) -> OVERLAPPED {
+    let mut o = OVERLAPPED::default();
+    o.Anonymous.Anonymous.Offset = offset as u32;
+    o.Anonymous.Anonymous.OffsetHigh = (offset >> 32) as u32;
+    o
+}
+
+/// Takes an exclusive lock on the byte `offset` of `file` at once, if nobody holds it: `Ok(false)`
+/// when another handle does. Windows locks are mandatory for the bytes they cover, so the lock
+/// covers one byte past the data, and other handles can still read the file.
+pub(crate) fn try_lock_byte(file: &File, offset: u64) -> io::Result<bool> {
+    let mut o = overlapped_at(offset);
+    // SAFETY: the handle is open for as long as `file` lives; `o` is a valid OVERLAPPED holding
+    // the offset, and the handle is synchronous, so LockFileEx is done with it when it returns.
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle(),
+            LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            1,
+            0,
+            &mut o,
+        )
+    };
+    if ok != 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Releases the lock [`try_lock_byte`] took on the byte `offset`.
+pub(crate) fn unlock_byte(file: &File, offset: u64) -> io::Result<()> {
+    let mut o = overlapped_at(offset);
+    // SAFETY: as in `try_lock_byte`.
+    if unsafe { UnlockFileEx(file.as_raw_handle(), 0, 1, 0, &mut o) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// --- security descriptors (the data directory of service::windows::install) ------------------
+
+use std::path::Path;
+
+use windows_sys::Win32::Foundation::{ERROR_ALREADY_EXISTS, HLOCAL, LocalFree};
+use windows_sys::Win32::Security::Authorization::{
+    ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
+    ConvertStringSecurityDescriptorToSecurityDescriptorW, GetNamedSecurityInfoW, SDDL_REVISION_1,
+    SE_FILE_OBJECT, SetNamedSecurityInfoW,
+};
+use windows_sys::Win32::Security::{
+    ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation,
+    LookupAccountNameW, OBJECT_SECURITY_INFORMATION, OWNER_SECURITY_INFORMATION,
+    PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID, SECURITY_ATTRIBUTES,
+    SID_NAME_USE, TOKEN_QUERY, TOKEN_USER, TokenUser,
+};
+use windows_sys::Win32::Storage::FileSystem::CreateDirectoryW;
+use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+/// Memory the system allocated with `LocalAlloc` for us (a security descriptor, a string), freed
+/// once on drop.
+struct Local(*mut core::ffi::c_void);
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the pointer came from an API that documents LocalFree as its release, and
+            // is freed only here, once.
+            unsafe { LocalFree(self.0 as HLOCAL) };
+        }
+    }
+}
+
+/// A NUL-terminated UTF-16 string the system allocated, as a `String`.
+///
+/// # Safety
+/// `p` must be null or point to a NUL-terminated UTF-16 string.
+unsafe fn wide_to_string(p: *const u16) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    let mut len = 0;
+    // SAFETY: the caller guarantees a NUL terminator, so every read up to it is in bounds.
+    while unsafe { *p.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` units from `p` were just read.
+    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(p, len) })
+}
+
+/// `sid` as its string form (`S-1-5-18`).
+///
+/// # Safety
+/// `sid` must point to a valid SID.
+unsafe fn sid_string(sid: PSID) -> io::Result<String> {
+    let mut text: *mut u16 = ptr::null_mut();
+    // SAFETY: the caller guarantees a valid SID; `text` receives a LocalAlloc'd string.
+    if unsafe { ConvertSidToStringSidW(sid, &mut text) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let text = Local(text.cast());
+    // SAFETY: ConvertSidToStringSidW wrote a NUL-terminated string.
+    Ok(unsafe { wide_to_string(text.0.cast()) })
+}
+
+/// A security descriptor parsed from SDDL, freed on drop.
+struct Descriptor(Local);
+
+impl Descriptor {
+    fn from_sddl(sddl: &str) -> io::Result<Self> {
+        let text = wide(sddl)?;
+        let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+        // SAFETY: `text` is NUL-terminated and outlives the call; `sd` receives a LocalAlloc'd
+        // self-relative descriptor (its size is not wanted).
+        let ok = unsafe {
+            ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                text.as_ptr(),
+                SDDL_REVISION_1,
+                &mut sd,
+                ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("SDDL {sddl:?}: {e}")));
+        }
+        Ok(Descriptor(Local(sd)))
+    }
+
+    /// The descriptor's DACL (owned by the descriptor).
+    fn dacl(&self) -> io::Result<*mut ACL> {
+        let (mut present, mut defaulted) = (0, 0);
+        let mut dacl: *mut ACL = ptr::null_mut();
+        // SAFETY: the descriptor is valid while `self` lives; the out-pointers are valid.
+        if unsafe { GetSecurityDescriptorDacl(self.0.0, &mut present, &mut dacl, &mut defaulted) }
+            == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        if present == 0 || dacl.is_null() {
+            return Err(io::Error::other("the security descriptor has no DACL"));
+        }
+        Ok(dacl)
+    }
+}
+
+/// Creates the directory `path` with the security descriptor `sddl` from the start, so that no
+/// other account can open it in between (its parent must exist). `Ok(false)`: it exists already,
+/// and nothing was changed.
+pub(crate) fn create_dir_with_security(path: &Path, sddl: &str) -> io::Result<bool> {
+    let sd = Descriptor::from_sddl(sddl)?;
+    let name = wide(path)?;
+    let attributes = SECURITY_ATTRIBUTES {
+        nLength: size_of::<SECURITY_ATTRIBUTES>() as u32,
+        lpSecurityDescriptor: sd.0.0,
+        bInheritHandle: 0,
+    };
+    // SAFETY: `name` is NUL-terminated; `attributes` points to a valid descriptor; both outlive
+    // the call.
+    if unsafe { CreateDirectoryW(name.as_ptr(), &attributes) } != 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(ERROR_ALREADY_EXISTS as i32) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Replaces the DACL of `path` with the one of `sddl`, protected from inheritance (nothing comes
+/// from the parent any more); its inheritable entries are propagated to what is below.
+pub(crate) fn set_protected_dacl(path: &Path, sddl: &str) -> io::Result<()> {
+    let sd = Descriptor::from_sddl(sddl)?;
+    let dacl = sd.dacl()?;
+    let name = wide(path)?;
+    // SAFETY: `name` is NUL-terminated; `dacl` belongs to `sd`, alive for the call; no owner,
+    // group or SACL is set.
+    win32(unsafe {
+        SetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            dacl,
+            ptr::null(),
+        )
+    })
+}
+
+/// The owner of `path` and its DACL, as SDDL (`O:BAD:P(A;OICI;FA;;;SY)…`).
+pub(crate) fn security_sddl(path: &Path) -> io::Result<String> {
+    let name = wide(path)?;
+    let info: OBJECT_SECURITY_INFORMATION = OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION;
+    let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+    // SAFETY: `name` is NUL-terminated; only the descriptor is wanted (LocalAlloc'd, freed below).
+    win32(unsafe {
+        GetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            info,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut sd,
+        )
+    })?;
+    let sd = Local(sd);
+    let mut text: *mut u16 = ptr::null_mut();
+    // SAFETY: `sd` is the valid descriptor just read; `text` receives a LocalAlloc'd string.
+    let ok = unsafe {
+        ConvertSecurityDescriptorToStringSecurityDescriptorW(
+            sd.0,
+            SDDL_REVISION_1,
+            info,
+            &mut text,
+            ptr::null_mut(),
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let text = Local(text.cast());
+    // SAFETY: the conversion wrote a NUL-terminated string.
+    Ok(unsafe { wide_to_string(text.0.cast()) })
+}
+
+/// The owner of `path`, as a string SID.
+pub(crate) fn owner_sid(path: &Path) -> io::Result<String> {
+    let name = wide(path)?;
+    let mut owner: PSID = ptr::null_mut();
+    let mut sd: PSECURITY_DESCRIPTOR = ptr::null_mut();
+    // SAFETY: `name` is NUL-terminated; `owner` points into `sd`, which is freed after use.
+    win32(unsafe {
+        GetNamedSecurityInfoW(
+            name.as_ptr(),
+            SE_FILE_OBJECT,
+            OWNER_SECURITY_INFORMATION,
+            &mut owner,
+            ptr::null_mut(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+            &mut sd,
+        )
+    })?;
+    let _sd = Local(sd);
+    if owner.is_null() {
+        return Err(io::Error::other("no owner"));
+    }
+    // SAFETY: `owner` points into the live descriptor `_sd`.
+    unsafe { sid_string(owner) }
+}
+
+/// The account this process runs as, as a string SID.
+pub(crate) fn current_user_sid() -> io::Result<String> {
+    let mut token: HANDLE = ptr::null_mut();
+    // SAFETY: GetCurrentProcess returns a pseudo-handle; `token` receives a new handle.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `token` is a new handle that nothing else owns; `OwnedHandle` closes it once.
+    let token = unsafe { OwnedHandle::from_raw_handle(token) };
+    // TOKEN_USER plus its SID: 8-byte aligned, as TOKEN_USER's pointer needs.
+    let mut buffer = vec![0u64; 64];
+    let mut needed = 0u32;
+    // SAFETY: the token is open for query; the buffer is writable for the size given.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.as_raw_handle(),
+            TokenUser,
+            buffer.as_mut_ptr().cast(),
+            (buffer.len() * 8) as u32,
+            &mut needed,
+        )
+    };
+    if ok == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: GetTokenInformation wrote a TOKEN_USER at the start of the (aligned) buffer, whose
+    // SID pointer points into the buffer, alive for the conversion.
+    unsafe {
+        let user = &*(buffer.as_ptr() as *const TOKEN_USER);
+        sid_string(user.User.Sid)
+    }
+}
+
+/// The SID of the account `name` (`DOMAIN\user`, `user`), as a string.
+pub(crate) fn account_sid(name: &str) -> io::Result<String> {
+    let account = wide(name)?;
+    let mut sid = vec![0u64; 9]; // SECURITY_MAX_SID_SIZE (68 bytes), 8-byte aligned
+    let mut sid_len = (sid.len() * 8) as u32;
+    let mut domain = vec![0u16; 256];
+    let mut domain_len = domain.len() as u32;
+    let mut kind: SID_NAME_USE = 0;
+    // SAFETY: every buffer is writable for the length passed with it; `account` is
+    // NUL-terminated; the local machine is asked (null system name).
+    let ok = unsafe {
+        LookupAccountNameW(
+            ptr::null(),
+            account.as_ptr(),
+            sid.as_mut_ptr().cast(),
+            &mut sid_len,
+            domain.as_mut_ptr(),
+            &mut domain_len,
+            &mut kind,
+        )
+    };
+    if ok == 0 {
+        let e = io::Error::last_os_error();
+        return Err(io::Error::new(e.kind(), format!("account {name}: {e}")));
+    }
+    // SAFETY: LookupAccountNameW wrote a valid SID into `sid`.
+    unsafe { sid_string(sid.as_mut_ptr().cast()) }
 }
