@@ -13,12 +13,14 @@
 mod client;
 mod ledger;
 mod load;
+mod powercut;
 mod record;
 mod rng;
 mod verify;
 
 pub use client::{Client, PostOutcome, Reply, SendError, StoredRecord};
 pub use ledger::{Ledger, Outcome, SentRequest};
+pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use load::{LoadOptions, replay_acked, retry_unknown, run_load};
 pub use record::{Parsed, RecordId, fnv1a64, make_payload, parse_payload};
 pub use rng::{Rng, seed_from_clock};
