@@ -155,10 +155,12 @@ async fn run(cli: Cli) -> Result<bool, String> {
             eprintln!("depot-torture: PROBLEM {p}");
         }
         eprintln!(
-            "depot-torture: {} in {:.0} s; {} unsynced writes and {} directory entry changes undone; \
-             last checks: {}; depot logs in {}",
+            "depot-torture: {} in {:.0} s ({} during a drain, plus {} during start-up); {} unsynced \
+             writes and {} directory entry changes undone; last checks: {}; depot logs in {}",
             report.line(),
             started.elapsed().as_secs_f64(),
+            report.during_stop,
+            report.during_start,
             report.writes_undone,
             report.entries_undone,
             report.summary,

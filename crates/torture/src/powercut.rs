@@ -73,6 +73,10 @@ pub struct PowercutReport {
     pub writes_undone: u64,
     /// Directory entry changes undone, over every cut.
     pub entries_undone: u64,
+    /// Cuts made while depot drained after a SIGTERM (or just after it exited).
+    pub during_stop: u64,
+    /// Extra cuts made while depot started up after a cut.
+    pub during_start: u64,
 }
 
 impl PowercutReport {
@@ -236,6 +240,16 @@ pub async fn powercut(
             });
             let max = options.max_load.as_millis().max(21) as u64;
             tokio::time::sleep(Duration::from_millis(rng.range(20, max))).await;
+            // Now and then the power goes while depot drains after a SIGTERM (its checkpoint, the
+            // clean-shutdown marker) or just after it exited cleanly.
+            if rng.chance(15) {
+                report.during_stop += 1;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(depot.child.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+                tokio::time::sleep(Duration::from_millis(rng.range(0, 150))).await;
+            }
             // The power goes and the process dies together: cut first (from here on every
             // request of the file system fails), then SIGKILL, so no write lands in between.
             let cut = fs_mount.cut();
@@ -252,6 +266,23 @@ pub async fn powercut(
                 .unmount()
                 .map_err(|e| format!("round {round}: {}", error_chain(&e)))?;
             fs_mount = mount(&backing, &mnt, options.tear)?;
+            // Now and then the power goes again while depot recovers and starts up (the WAL
+            // preallocation after an unclean stop, the marker's removal).
+            if rng.chance(15) {
+                report.during_start += 1;
+                let mut child = spawn_depot(options, &data, &log())?;
+                tokio::time::sleep(Duration::from_millis(rng.range(0, 120))).await;
+                let cut = fs_mount.cut();
+                let _ = child.kill();
+                let _ = child.wait();
+                if !cut.failures.is_empty() {
+                    return Err(format!("round {round}: the cut during start-up failed: {cut}"));
+                }
+                fs_mount
+                    .unmount()
+                    .map_err(|e| format!("round {round}: {}", error_chain(&e)))?;
+                fs_mount = mount(&backing, &mnt, options.tear)?;
+            }
             depot = match start(options, &data, log()).await {
                 Ok(depot) => depot,
                 Err(e) => {

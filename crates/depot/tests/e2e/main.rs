@@ -1,4 +1,4 @@
-//! End-to-end tests against the real `depot` binary, over HTTP: the kill and stop loops, faults
+//! End-to-end tests against the real `depot` binary, over HTTP: the kill, stop and power-cut loops, faults
 //! (full disk, read-only file system, damaged database, stale lock), hostile input and abusive
 //! clients, and authentication. One test binary, run one test at a time ([`support::serial`]).
 #![cfg(unix)]
@@ -6,5 +6,6 @@
 mod faults;
 mod hostile;
 mod loops;
+mod powercut;
 mod security;
 mod support;
