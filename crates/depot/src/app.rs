@@ -298,11 +298,24 @@ fn warn_if_shared(dir: &Path) {
     let _ = dir;
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+/// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half —
+/// durably: the file is fsynced before the rename and the directory after it, so that a power cut
+/// cannot leave an empty file or bring back the previous one (found by the power-cut loop: the
+/// shutdown report of a clean stop came back empty).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    // Windows cannot open a directory as a file; NTFS journals directory entries itself.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 /// Writes each progress report as a JSON line, for `depot stop` to follow.

@@ -59,3 +59,42 @@ async fn power_cuts_lose_nothing_acknowledged_and_durability_off_is_seen_to_lose
     eprintln!("durability off: {}", off.line());
     assert!(off.summary.lost > 0, "durability off lost nothing: {}", off.line());
 }
+
+/// Finding of the power-cut loop: the shutdown report (`last-shutdown.json`) was written through a
+/// rename that nothing made durable, so a power cut after a clean stop brought back the report of
+/// the stop before — depot then served an old report as the last one, beside a clean-shutdown
+/// marker that was right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_power_cut_after_a_clean_stop_keeps_that_stops_report() {
+    if !can_mount() {
+        return;
+    }
+    let _serial = support::serial().await;
+    let work = tempfile::tempdir().unwrap();
+    let (backing, mnt) = (work.path().join("backing"), work.path().join("mnt"));
+    std::fs::create_dir(&backing).unwrap();
+    std::fs::create_dir(&mnt).unwrap();
+    let mount = forgetfs::Mount::new(&backing, &mnt, &forgetfs::Options::default()).unwrap();
+    let data = mnt.join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::File::open(&mnt).unwrap().sync_all().unwrap();
+    let options = support::Options {
+        log_dir: Some(work.path().to_path_buf()),
+        ..support::Options::default()
+    };
+    // Two clean runs; the second one's report is the last.
+    for _ in 0..2 {
+        let depot = support::start_ok(&data, &options).await;
+        depot.stop(std::time::Duration::from_secs(10)).await;
+    }
+    let report = std::fs::read_to_string(data.join("last-shutdown.json")).unwrap();
+    let cut = mount.cut();
+    mount.unmount().unwrap();
+    let _mount = forgetfs::Mount::new(&backing, &mnt, &forgetfs::Options::default()).unwrap();
+    let after = std::fs::read_to_string(data.join("last-shutdown.json")).unwrap_or_default();
+    assert_eq!(after, report, "the cut ({cut}) brought back another shutdown report");
+    let depot = support::start_ok(&data, &options).await;
+    let status = depot.status().await;
+    assert_eq!(status["recovery"]["last_run"], "Clean", "{status}");
+    depot.stop(std::time::Duration::from_secs(10)).await;
+}
