@@ -57,7 +57,12 @@ impl std::fmt::Display for CutReport {
             write!(f, ", last write torn: bytes {from}..{to} kept")?;
         }
         if !self.failures.is_empty() {
-            write!(f, "; {} undo steps FAILED: {}", self.failures.len(), self.failures.join("; "))?;
+            write!(
+                f,
+                "; {} undo steps FAILED: {}",
+                self.failures.len(),
+                self.failures.join("; ")
+            )?;
         }
         Ok(())
     }
@@ -124,22 +129,25 @@ impl Forgetting {
     }
 
     fn log(&mut self, ino: u64, file: &Arc<File>) -> io::Result<&mut FileLog> {
-        if !self.files.contains_key(&ino) {
-            let synced_len = file.metadata()?.len();
-            self.files.insert(
-                ino,
-                FileLog {
-                    file: file.clone(),
-                    synced_len,
-                    undo: Vec::new(),
-                },
-            );
-        }
-        Ok(self.files.get_mut(&ino).expect("inserted above"))
+        Ok(match self.files.entry(ino) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(FileLog {
+                file: file.clone(),
+                synced_len: file.metadata()?.len(),
+                undo: Vec::new(),
+            }),
+        })
     }
 
     /// Records what `len` bytes at `offset` hold now, before they are changed.
-    fn save(&mut self, ino: u64, file: &Arc<File>, offset: u64, len: u64, written: u64) -> io::Result<()> {
+    fn save(
+        &mut self,
+        ino: u64,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+        written: u64,
+    ) -> io::Result<()> {
         self.seq += 1;
         let seq = self.seq;
         let log = self.log(ino, file)?;
@@ -158,19 +166,36 @@ impl Forgetting {
 
     /// To be called (under the mount's lock) right before `file` (inode `ino`) gets `len` bytes
     /// written at `offset`.
-    pub(crate) fn before_write(&mut self, ino: u64, file: &Arc<File>, offset: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn before_write(
+        &mut self,
+        ino: u64,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         self.save(ino, file, offset, len, len)
     }
 
     /// Right before `file` is truncated or extended to `new_len`.
-    pub(crate) fn before_set_len(&mut self, ino: u64, file: &Arc<File>, new_len: u64) -> io::Result<()> {
+    pub(crate) fn before_set_len(
+        &mut self,
+        ino: u64,
+        file: &Arc<File>,
+        new_len: u64,
+    ) -> io::Result<()> {
         let now = file.metadata()?.len();
         self.save(ino, file, new_len, now.saturating_sub(new_len), 0)
     }
 
     /// Right before the bytes in `offset..offset+len` change other than by a write (a punched
     /// hole, a zeroed range) or the size grows (`fallocate`).
-    pub(crate) fn before_range_change(&mut self, ino: u64, file: &Arc<File>, offset: u64, len: u64) -> io::Result<()> {
+    pub(crate) fn before_range_change(
+        &mut self,
+        ino: u64,
+        file: &Arc<File>,
+        offset: u64,
+        len: u64,
+    ) -> io::Result<()> {
         self.save(ino, file, offset, len, 0)
     }
 
@@ -190,10 +215,17 @@ impl Forgetting {
     }
 
     pub(crate) fn removed(&mut self, dir: u64, path: PathBuf, grave: PathBuf) {
-        self.dir_changes.push((dir, DirChange::Removed { path, grave }));
+        self.dir_changes
+            .push((dir, DirChange::Removed { path, grave }));
     }
 
-    pub(crate) fn renamed(&mut self, to_dir: u64, from: PathBuf, to: PathBuf, replaced: Option<PathBuf>) {
+    pub(crate) fn renamed(
+        &mut self,
+        to_dir: u64,
+        from: PathBuf,
+        to: PathBuf,
+        replaced: Option<PathBuf>,
+    ) {
         self.dir_changes
             .push((to_dir, DirChange::Renamed { from, to, replaced }));
     }
@@ -226,7 +258,10 @@ impl Forgetting {
         // The torn write: its bytes up to the first page boundary inside it, read before the undo.
         let mut kept: Option<(Arc<File>, u64, Vec<u8>)> = None;
         if tear
-            && let Some(log) = self.files.values().max_by_key(|l| l.undo.last().map_or(0, |u| u.seq))
+            && let Some(log) = self
+                .files
+                .values()
+                .max_by_key(|l| l.undo.last().map_or(0, |u| u.seq))
             && let Some(last) = log.undo.last()
             && last.written > 0
         {
@@ -246,11 +281,21 @@ impl Forgetting {
                 report.writes_undone += 1;
                 report.bytes_restored += undo.old.len() as u64;
                 if let Err(e) = log.file.write_all_at(&undo.old, undo.offset) {
-                    failed(format!("inode {ino}: write back {} bytes at {}", undo.old.len(), undo.offset), e);
+                    failed(
+                        format!(
+                            "inode {ino}: write back {} bytes at {}",
+                            undo.old.len(),
+                            undo.offset
+                        ),
+                        e,
+                    );
                 }
             }
             if let Err(e) = log.file.set_len(log.synced_len) {
-                failed(format!("inode {ino}: restore the size {}", log.synced_len), e);
+                failed(
+                    format!("inode {ino}: restore the size {}", log.synced_len),
+                    e,
+                );
             }
         }
         if let Some((file, offset, bytes)) = kept {
@@ -266,7 +311,9 @@ impl Forgetting {
                 DirChange::Created { path } => remove_tree(path),
                 DirChange::Removed { path, grave } => fs::rename(grave, path),
                 DirChange::Renamed { from, to, replaced } => fs::rename(to, from).and_then(|()| {
-                    replaced.as_ref().map_or(Ok(()), |grave| fs::rename(grave, to))
+                    replaced
+                        .as_ref()
+                        .map_or(Ok(()), |grave| fs::rename(grave, to))
                 }),
             };
             match undone {
@@ -277,7 +324,10 @@ impl Forgetting {
             }
         }
         if let Err(e) = empty_dir(&self.graveyard) {
-            failed(format!("empty the graveyard {}", self.graveyard.display()), e);
+            failed(
+                format!("empty the graveyard {}", self.graveyard.display()),
+                e,
+            );
         }
         report
     }

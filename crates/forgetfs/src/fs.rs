@@ -16,9 +16,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
-    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request,
-    TimeOrNow, WriteFlags,
+    INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 
 use crate::forget::{CutReport, Forgetting};
@@ -47,7 +46,9 @@ pub(crate) struct Shared(Arc<Mutex<Inner>>);
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic in one request must not stop the cut from working: the data is plain maps.
-        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Cuts the power: undoes every unsynced change; every request from now on fails with `EIO`.
@@ -144,10 +145,17 @@ impl ForgetFs {
         Ok(attr)
     }
 
-    fn open_file(&self, inner: &mut Inner, path: &Path, flags: i32, create: Option<u32>) -> io::Result<(u64, Arc<File>)> {
+    fn open_file(
+        &self,
+        inner: &mut Inner,
+        path: &Path,
+        flags: i32,
+        create: Option<u32>,
+    ) -> io::Result<(u64, Arc<File>)> {
         // Always read-write when possible: the undo log reads what a write overwrites. O_APPEND
         // and O_TRUNC are the kernel's business (it sends offsets and truncations itself).
-        let custom = flags & !(libc_o::ACCMODE | libc_o::APPEND | libc_o::TRUNC | libc_o::CREAT | libc_o::EXCL);
+        let custom = flags
+            & !(libc_o::ACCMODE | libc_o::APPEND | libc_o::TRUNC | libc_o::CREAT | libc_o::EXCL);
         let mut options = OpenOptions::new();
         options.read(true).write(true).custom_flags(custom);
         if let Some(mode) = create {
@@ -160,9 +168,14 @@ impl ForgetFs {
         }
         let file = match options.open(path) {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(21) => {
+            Err(e)
+                if e.kind() == io::ErrorKind::PermissionDenied || e.raw_os_error() == Some(21) =>
+            {
                 // EISDIR or a read-only file: open it as asked.
-                OpenOptions::new().read(true).custom_flags(custom).open(path)?
+                OpenOptions::new()
+                    .read(true)
+                    .custom_flags(custom)
+                    .open(path)?
             }
             Err(e) => return Err(e),
         };
@@ -300,7 +313,15 @@ impl Filesystem for ForgetFs {
         reply.attr(&TTL, &self.attr(&meta));
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, mode: u32, umask: u32, reply: ReplyEntry) {
+    fn mkdir(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        reply: ReplyEntry,
+    ) {
         let mut inner = tri!(reply, self.live());
         let path = tri!(reply, self.child(&inner, parent, name));
         tri!(reply, fs::create_dir(&path).map_err(errno));
@@ -329,7 +350,9 @@ impl Filesystem for ForgetFs {
         reply: ReplyEmpty,
     ) {
         let mut inner = tri!(reply, self.live());
-        if flags.contains(RenameFlags::RENAME_EXCHANGE) || flags.contains(RenameFlags::RENAME_WHITEOUT) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE)
+            || flags.contains(RenameFlags::RENAME_WHITEOUT)
+        {
             return reply.error(Errno::EINVAL);
         }
         let from = tri!(reply, self.child(&inner, parent, name));
@@ -375,7 +398,11 @@ impl Filesystem for ForgetFs {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut inner = tri!(reply, self.live());
         let path = tri!(reply, path_of(&inner, ino));
-        let (fh, _) = tri!(reply, self.open_file(&mut inner, &path, flags.0, None).map_err(errno));
+        let (fh, _) = tri!(
+            reply,
+            self.open_file(&mut inner, &path, flags.0, None)
+                .map_err(errno)
+        );
         // Keep the page cache across opens: nothing changes the backing files behind the kernel's
         // back (a cut is followed by a new mount), and SQLite's shared-memory file is mapped by
         // several processes that open it at different times.
@@ -424,12 +451,25 @@ impl Filesystem for ForgetFs {
     ) {
         let mut inner = tri!(reply, self.live());
         let file = tri!(reply, handle(&inner, fh));
-        tri!(reply, inner.forgetting.before_write(ino.0, &file, offset, data.len() as u64).map_err(errno));
+        tri!(
+            reply,
+            inner
+                .forgetting
+                .before_write(ino.0, &file, offset, data.len() as u64)
+                .map_err(errno)
+        );
         tri!(reply, file.write_all_at(data, offset).map_err(errno));
         reply.written(data.len() as u32);
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
         reply.ok();
     }
 
@@ -447,7 +487,14 @@ impl Filesystem for ForgetFs {
         reply.ok();
     }
 
-    fn fsync(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsync(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         // The backing file is not fsynced: what counts as durable is what this mount keeps at a
         // cut, and the backing directory's own durability plays no part in that.
         let mut inner = tri!(reply, self.live());
@@ -460,7 +507,14 @@ impl Filesystem for ForgetFs {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
         let inner = tri!(reply, self.live());
         let path = tri!(reply, path_of(&inner, ino));
         let listing = (|| -> io::Result<Vec<(u64, FileType, std::ffi::OsString)>> {
@@ -491,7 +545,14 @@ impl Filesystem for ForgetFs {
         reply.ok();
     }
 
-    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+    fn fsyncdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
         let mut inner = tri!(reply, self.live());
         inner.forgetting.dir_synced(ino.0);
         reply.ok();
@@ -540,7 +601,13 @@ impl Filesystem for ForgetFs {
             inner.forgetting.created(parent.0, path.clone());
         }
         let attr = tri!(reply, self.remember(&mut inner, path));
-        reply.created(&TTL, &attr, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.created(
+            &TTL,
+            &attr,
+            Generation(0),
+            FileHandle(fh),
+            FopenFlags::FOPEN_KEEP_CACHE,
+        );
     }
 
     fn fallocate(
@@ -555,7 +622,13 @@ impl Filesystem for ForgetFs {
     ) {
         let mut inner = tri!(reply, self.live());
         let file = tri!(reply, handle(&inner, fh));
-        tri!(reply, inner.forgetting.before_range_change(ino.0, &file, offset, length).map_err(errno));
+        tri!(
+            reply,
+            inner
+                .forgetting
+                .before_range_change(ino.0, &file, offset, length)
+                .map_err(errno)
+        );
         let flags = nix::fcntl::FallocateFlags::from_bits_truncate(mode);
         match nix::fcntl::fallocate(&*file, flags, offset as i64, length as i64) {
             Ok(()) => reply.ok(),

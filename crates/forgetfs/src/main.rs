@@ -36,7 +36,10 @@ fn main() -> ExitCode {
     let [backing, mountpoint] = paths.as_slice() else {
         return usage();
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("forgetfs: cannot start: {e}");

@@ -185,14 +185,16 @@ impl Mount {
             Ok(()) => Ok(()),
             // Busy (a process still has a file open, as a killed one may for a moment): detach
             // it from the tree now; the kernel ends it once the last file is closed.
-            Err(source) => match nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH) {
-                Ok(()) => Ok(()),
-                Err(_) if !is_mount_point(&self.mountpoint) => Ok(()),
-                Err(_) => Err(Error::Unmount {
-                    path: self.mountpoint.clone(),
-                    source,
-                }),
-            },
+            Err(source) => {
+                match nix::mount::umount2(&self.mountpoint, nix::mount::MntFlags::MNT_DETACH) {
+                    Ok(()) => Ok(()),
+                    Err(_) if !is_mount_point(&self.mountpoint) => Ok(()),
+                    Err(_) => Err(Error::Unmount {
+                        path: self.mountpoint.clone(),
+                        source,
+                    }),
+                }
+            }
         }
     }
 }

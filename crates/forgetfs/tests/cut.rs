@@ -97,7 +97,12 @@ fn a_truncation_without_fsync_is_undone() {
     let Some(fx) = fixture() else { return };
     let mount = fx.mount();
     let a = durable_file(&fx.mnt, "a", &[7u8; 10_000]);
-    OpenOptions::new().write(true).open(&a).unwrap().set_len(10).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_len(10)
+        .unwrap();
     assert_eq!(fs::metadata(&a).unwrap().len(), 10);
     let (_mount, _) = fx.reboot(mount);
     assert_eq!(fs::read(&a).unwrap(), vec![7u8; 10_000]);
@@ -152,7 +157,10 @@ fn an_unlink_without_a_directory_fsync_is_undone() {
     fs::remove_file(&b).unwrap();
     File::open(&fx.mnt).unwrap(); // no fsync yet
     assert!(!a.exists());
-    let names: Vec<_> = fs::read_dir(&fx.mnt).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = fs::read_dir(&fx.mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert!(names.is_empty(), "the graveyard must not show: {names:?}");
     let (_mount, report) = fx.reboot(mount);
     assert_eq!(fs::read(&a).unwrap(), b"still here", "{report}");
@@ -214,20 +222,30 @@ fn sqlite_wal_commits_survive_a_cut_and_a_second_process_shares_the_index_and_th
     }
     // A second connection in this process reads through the same index.
     let reader = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = reader.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let n: i64 = reader
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 200);
     // Another process: reads the uncheckpointed WAL, then is refused the write lock.
-    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (-1, '');").unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (-1, '');")
+        .unwrap();
     let out = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "sqlite_child_process", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "sqlite_child_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("FORGETFS_CHILD_DB", &db)
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("child: rows=200 busy=true"), "{text}");
     conn.execute_batch("ROLLBACK;").unwrap();
     // Not committed: gone. Committed: kept.
-    conn.execute_batch("BEGIN; INSERT INTO t VALUES (1000, ''); ").unwrap();
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES (1000, ''); ")
+        .unwrap();
     let (_mount, report) = {
         // The power goes while the connections are open (as a killed process leaves them).
         let report = mount.cut();
@@ -237,19 +255,27 @@ fn sqlite_wal_commits_survive_a_cut_and_a_second_process_shares_the_index_and_th
         (fx.mount(), report)
     };
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let n: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let n: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(n, 200, "{report}");
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(check, "ok");
 }
 
 /// The other process of the test above (does nothing unless it is that process).
 #[test]
 fn sqlite_child_process() {
-    let Some(db) = std::env::var_os("FORGETFS_CHILD_DB") else { return };
+    let Some(db) = std::env::var_os("FORGETFS_CHILD_DB") else {
+        return;
+    };
     let conn = rusqlite::Connection::open(db).unwrap();
     conn.busy_timeout(std::time::Duration::ZERO).unwrap();
-    let rows: i64 = conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
     let busy = matches!(
         conn.execute_batch("BEGIN IMMEDIATE;"),
         Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy

@@ -20,8 +20,8 @@ mod verify;
 
 pub use client::{Client, PostOutcome, Reply, SendError, StoredRecord};
 pub use ledger::{Ledger, Outcome, SentRequest};
-pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use load::{LoadOptions, replay_acked, retry_unknown, run_load};
+pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use record::{Parsed, RecordId, fnv1a64, make_payload, parse_payload};
 pub use rng::{Rng, seed_from_clock};
 pub use verify::{Report, Summary, check, verify};

@@ -136,7 +136,9 @@ async fn run(cli: Cli) -> Result<bool, String> {
             ));
         }
         if durability != "full" && durability != "off" {
-            return Err(format!("--durability must be full or off, not {durability:?}"));
+            return Err(format!(
+                "--durability must be full or off, not {durability:?}"
+            ));
         }
         let seed = cli.seed.unwrap_or_else(torture::seed_from_clock);
         eprintln!("depot-torture powercut: seed {seed} (pass --seed {seed} to repeat this run)");

@@ -276,7 +276,9 @@ pub async fn powercut(
                 let _ = child.kill();
                 let _ = child.wait();
                 if !cut.failures.is_empty() {
-                    return Err(format!("round {round}: the cut during start-up failed: {cut}"));
+                    return Err(format!(
+                        "round {round}: the cut during start-up failed: {cut}"
+                    ));
                 }
                 fs_mount
                     .unmount()
@@ -288,7 +290,9 @@ pub async fn powercut(
                 Err(e) => {
                     // Everything acknowledged in this directory is out of reach.
                     let acked = ledger.acked_records();
-                    progress(&format!("round {round}: depot did not start after the cut: {e}"));
+                    progress(&format!(
+                        "round {round}: depot did not start after the cut: {e}"
+                    ));
                     report.failed_starts.push(format!("round {round}: {e}"));
                     last = Summary {
                         acked,

@@ -38,7 +38,11 @@ async fn power_cuts_lose_nothing_acknowledged_and_durability_off_is_seen_to_lose
     let report = powercut(&options, |line| eprintln!("powercut: {line}"))
         .await
         .expect("the power-cut loop ran");
-    eprintln!("{} (seed {seed}); last checks: {}", report.line(), report.summary);
+    eprintln!(
+        "{} (seed {seed}); last checks: {}",
+        report.line(),
+        report.summary
+    );
     assert_eq!(report.cuts, rounds);
     assert!(report.summary.acked > 0, "{}", report.line());
     assert!(
@@ -53,11 +57,17 @@ async fn power_cuts_lose_nothing_acknowledged_and_durability_off_is_seen_to_lose
     options.work_dir = work.path().join("off");
     options.durability = "off".into();
     options.rounds = 2;
-    let off = powercut(&options, |line| eprintln!("powercut (durability off): {line}"))
-        .await
-        .expect("the power-cut loop ran");
+    let off = powercut(&options, |line| {
+        eprintln!("powercut (durability off): {line}")
+    })
+    .await
+    .expect("the power-cut loop ran");
     eprintln!("durability off: {}", off.line());
-    assert!(off.summary.lost > 0, "durability off lost nothing: {}", off.line());
+    assert!(
+        off.summary.lost > 0,
+        "durability off lost nothing: {}",
+        off.line()
+    );
 }
 
 /// Finding of the power-cut loop: the shutdown report (`last-shutdown.json`) was written through a
@@ -92,7 +102,10 @@ async fn a_power_cut_after_a_clean_stop_keeps_that_stops_report() {
     mount.unmount().unwrap();
     let _mount = forgetfs::Mount::new(&backing, &mnt, &forgetfs::Options::default()).unwrap();
     let after = std::fs::read_to_string(data.join("last-shutdown.json")).unwrap_or_default();
-    assert_eq!(after, report, "the cut ({cut}) brought back another shutdown report");
+    assert_eq!(
+        after, report,
+        "the cut ({cut}) brought back another shutdown report"
+    );
     let depot = support::start_ok(&data, &options).await;
     let status = depot.status().await;
     assert_eq!(status["recovery"]["last_run"], "Clean", "{status}");
