@@ -24,6 +24,7 @@
 //!
 //! Linux only; mounting needs `/dev/fuse` and root (or `fusermount3` for other users).
 #![warn(missing_docs)]
+#![cfg(target_os = "linux")]
 
 mod forget;
 mod fs;

@@ -3,11 +3,21 @@
 //! to its last synced state and every later request fails with EIO). SIGINT or SIGTERM unmounts
 //! and exits. Run it again on the same BACKING to "boot".
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
+#[cfg(not(target_os = "linux"))]
+fn main() -> ExitCode {
+    eprintln!("forgetfs: runs on Linux only (FUSE)");
+    ExitCode::from(2)
+}
+
+#[cfg(target_os = "linux")]
+use std::path::PathBuf;
+
+#[cfg(target_os = "linux")]
 use tokio::signal::unix::{SignalKind, signal};
 
+#[cfg(target_os = "linux")]
 fn usage() -> ExitCode {
     eprintln!(
         "usage: forgetfs BACKING MOUNTPOINT [--tear]\n\
@@ -19,6 +29,7 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+#[cfg(target_os = "linux")]
 fn main() -> ExitCode {
     let mut paths = Vec::new();
     let mut tear = false;
@@ -89,6 +100,7 @@ fn main() -> ExitCode {
 }
 
 /// An error and its sources on one line.
+#[cfg(target_os = "linux")]
 fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();

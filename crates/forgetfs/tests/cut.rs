@@ -1,6 +1,7 @@
 //! forgetfs through a real mount: what a cut keeps and what it drops, SQLite in WAL mode on it
 //! (shared-memory index, locks across processes), and bad input. Needs root and /dev/fuse; skips
 //! with a message otherwise.
+#![cfg(target_os = "linux")]
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;

@@ -123,53 +123,17 @@ async fn run(cli: Cli) -> Result<bool, String> {
         work_dir,
     }) = cli.command
     {
-        let depot = match depot {
-            Some(path) => path,
-            None => std::env::current_exe()
-                .map_err(|e| e.to_string())?
-                .with_file_name("depot"),
-        };
-        if !depot.exists() {
-            return Err(format!(
-                "no depot binary at {}; build it (cargo build -p depot) or pass --depot PATH",
-                depot.display()
-            ));
-        }
-        if durability != "full" && durability != "off" {
-            return Err(format!(
-                "--durability must be full or off, not {durability:?}"
-            ));
-        }
-        let seed = cli.seed.unwrap_or_else(torture::seed_from_clock);
-        eprintln!("depot-torture powercut: seed {seed} (pass --seed {seed} to repeat this run)");
-        let work = match work_dir {
-            Some(dir) => dir,
-            None => std::env::temp_dir().join(format!("powercut-{}", std::process::id())),
-        };
-        let mut options = torture::PowercutOptions::new(depot, work.clone(), rounds, seed);
-        options.durability = durability;
-        options.forward_to = forward_to;
-        options.tear = tear;
-        options.clients = cli.clients.max(1);
-        let started = std::time::Instant::now();
-        let report = torture::powercut(&options, |line| eprintln!("depot-torture: {line}")).await?;
-        for p in report.problems.iter().chain(&report.failed_starts) {
-            eprintln!("depot-torture: PROBLEM {p}");
-        }
-        eprintln!(
-            "depot-torture: {} in {:.0} s ({} during a drain, plus {} during start-up); {} unsynced \
-             writes and {} directory entry changes undone; last checks: {}; depot logs in {}",
-            report.line(),
-            started.elapsed().as_secs_f64(),
-            report.during_stop,
-            report.during_start,
-            report.writes_undone,
-            report.entries_undone,
-            report.summary,
-            work.display()
-        );
-        println!("{}", report.line());
-        return Ok(report.summary.lost == 0 && report.summary.duplicated == 0 && report.is_clean());
+        return run_powercut(
+            cli.seed,
+            cli.clients,
+            rounds,
+            depot,
+            durability,
+            forward_to,
+            tear,
+            work_dir,
+        )
+        .await;
     }
     let client = Client::new(&cli.target, token.as_deref(), Duration::from_secs(30))?;
     let ledger = match cli.command {
@@ -261,4 +225,81 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `depot-torture powercut`: see [`torture::powercut`].
+#[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
+async fn run_powercut(
+    seed: Option<u64>,
+    clients: usize,
+    rounds: u64,
+    depot: Option<PathBuf>,
+    durability: String,
+    forward_to: Option<String>,
+    tear: bool,
+    work_dir: Option<PathBuf>,
+) -> Result<bool, String> {
+    let depot = match depot {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("depot"),
+    };
+    if !depot.exists() {
+        return Err(format!(
+            "no depot binary at {}; build it (cargo build -p depot) or pass --depot PATH",
+            depot.display()
+        ));
+    }
+    if durability != "full" && durability != "off" {
+        return Err(format!(
+            "--durability must be full or off, not {durability:?}"
+        ));
+    }
+    let seed = seed.unwrap_or_else(torture::seed_from_clock);
+    eprintln!("depot-torture powercut: seed {seed} (pass --seed {seed} to repeat this run)");
+    let work = match work_dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("powercut-{}", std::process::id())),
+    };
+    let mut options = torture::PowercutOptions::new(depot, work.clone(), rounds, seed);
+    options.durability = durability;
+    options.forward_to = forward_to;
+    options.tear = tear;
+    options.clients = clients.max(1);
+    let started = std::time::Instant::now();
+    let report = torture::powercut(&options, |line| eprintln!("depot-torture: {line}")).await?;
+    for p in report.problems.iter().chain(&report.failed_starts) {
+        eprintln!("depot-torture: PROBLEM {p}");
+    }
+    eprintln!(
+        "depot-torture: {} in {:.0} s ({} during a drain, plus {} during start-up); {} unsynced \
+             writes and {} directory entry changes undone; last checks: {}; depot logs in {}",
+        report.line(),
+        started.elapsed().as_secs_f64(),
+        report.during_stop,
+        report.during_start,
+        report.writes_undone,
+        report.entries_undone,
+        report.summary,
+        work.display()
+    );
+    println!("{}", report.line());
+    Ok(report.is_clean())
+}
+
+#[cfg(not(target_os = "linux"))]
+#[allow(clippy::too_many_arguments)]
+async fn run_powercut(
+    _seed: Option<u64>,
+    _clients: usize,
+    _rounds: u64,
+    _depot: Option<PathBuf>,
+    _durability: String,
+    _forward_to: Option<String>,
+    _tear: bool,
+    _work_dir: Option<PathBuf>,
+) -> Result<bool, String> {
+    Err("powercut runs on Linux only (it mounts a FUSE file system)".into())
 }

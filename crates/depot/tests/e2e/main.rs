@@ -6,6 +6,7 @@
 mod faults;
 mod hostile;
 mod loops;
+#[cfg(target_os = "linux")]
 mod powercut;
 mod security;
 mod support;
