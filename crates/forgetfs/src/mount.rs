@@ -172,7 +172,10 @@ impl Mount {
     }
 
     /// Unmounts, waiting for the file system's threads — or, if a file on it is still open,
-    /// detaches it (it ends when the last one is closed).
+    /// detaches it (it ends when the last one is closed). Close every file this process opened
+    /// on the mount first: the file system is served by this process, so a file of its own left
+    /// open on a detached mount can hang the process at exit (its close waits for an answer that
+    /// the process's own, already stopped, threads would have to give).
     pub fn unmount(mut self) -> Result<(), Error> {
         self.unmount_now()
     }

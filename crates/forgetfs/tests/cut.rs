@@ -122,6 +122,7 @@ fn a_created_file_without_a_directory_fsync_disappears_even_if_the_file_was_fsyn
     f.write_all(b"data").unwrap();
     f.sync_all().unwrap(); // the file's data, but not its name
     File::create(fx.mnt.join("sub/also-lost")).unwrap();
+    drop(f); // a file still open in this process would leave the old mount busy
     let (_mount, report) = fx.reboot(mount);
     assert!(!fx.mnt.join("sub/lost").exists(), "{report}");
     assert!(!fx.mnt.join("sub/also-lost").exists(), "{report}");
@@ -177,7 +178,7 @@ fn tear_keeps_the_newest_write_up_to_its_first_4k_boundary() {
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[2u8; 100], 0).unwrap(); // older: undone
     f.write_all_at(&[3u8; 8192], 1000).unwrap(); // newest: bytes 1000..4096 kept
-    f.flush().unwrap();
+    drop(f);
     let report = mount.cut();
     assert_eq!(report.torn, Some((1000, 4096)), "{report}");
     mount.unmount().unwrap();
@@ -250,8 +251,10 @@ fn sqlite_wal_commits_survive_a_cut_and_a_second_process_shares_the_index_and_th
     let (_mount, report) = {
         // The power goes while the connections are open (as a killed process leaves them).
         let report = mount.cut();
-        std::mem::forget(conn);
-        std::mem::forget(reader);
+        // Closed after the cut (as the kernel closes a killed process's files): a file of this
+        // process left open on a detached mount would hang the process at exit.
+        drop(conn);
+        drop(reader);
         mount.unmount().ok();
         (fx.mount(), report)
     };
