@@ -174,7 +174,7 @@ fn tear_keeps_the_newest_write_up_to_its_first_4k_boundary() {
     let Some(fx) = fixture() else { return };
     let mount = fx.mount_with(&Options::default().tear(true));
     let a = durable_file(&fx.mnt, "a", &[1u8; 16384]);
-    let mut f = OpenOptions::new().write(true).open(&a).unwrap();
+    let f = OpenOptions::new().write(true).open(&a).unwrap();
     use std::os::unix::fs::FileExt;
     f.write_all_at(&[2u8; 100], 0).unwrap(); // older: undone
     f.write_all_at(&[3u8; 8192], 1000).unwrap(); // newest: bytes 1000..4096 kept
