@@ -13,6 +13,8 @@
 mod client;
 mod ledger;
 mod load;
+#[cfg(target_os = "linux")]
+mod powercut;
 mod record;
 mod rng;
 mod verify;
@@ -20,6 +22,8 @@ mod verify;
 pub use client::{Client, PostOutcome, Reply, SendError, StoredRecord};
 pub use ledger::{Ledger, Outcome, SentRequest};
 pub use load::{LoadOptions, replay_acked, retry_unknown, run_load};
+#[cfg(target_os = "linux")]
+pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use record::{Parsed, RecordId, fnv1a64, make_payload, parse_payload};
 pub use rng::{Rng, seed_from_clock};
 pub use verify::{Report, Summary, check, verify};

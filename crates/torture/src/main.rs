@@ -61,6 +61,28 @@ struct Cli {
 enum Command {
     /// Only check: read the streams of a saved ledger back (after a crash and restart, say).
     Verify,
+    /// Power-cut loop: run depot on a forgetfs mount under load, cut the power and SIGKILL it at
+    /// random moments, restart it and check every acknowledged record. Needs root and /dev/fuse.
+    Powercut {
+        /// Cuts to make.
+        #[arg(long, default_value_t = 10)]
+        rounds: u64,
+        /// The depot binary [default: `depot` beside this program].
+        #[arg(long)]
+        depot: Option<PathBuf>,
+        /// depot's `durability`: `full`, or `off` (which must show loss).
+        #[arg(long, default_value = "full")]
+        durability: String,
+        /// Forward to this PostgreSQL (depot's `forward_to`), so the outbox goes through the cuts.
+        #[arg(long)]
+        forward_to: Option<String>,
+        /// Tear the newest unsynced write at a 4 KiB boundary at each cut.
+        #[arg(long)]
+        tear: bool,
+        /// Where the backing directories, mounts and depot logs go [default: a new temp dir].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -92,8 +114,30 @@ async fn run(cli: Cli) -> Result<bool, String> {
         ),
         None => None,
     };
+    if let Some(Command::Powercut {
+        rounds,
+        depot,
+        durability,
+        forward_to,
+        tear,
+        work_dir,
+    }) = cli.command
+    {
+        return run_powercut(
+            cli.seed,
+            cli.clients,
+            rounds,
+            depot,
+            durability,
+            forward_to,
+            tear,
+            work_dir,
+        )
+        .await;
+    }
     let client = Client::new(&cli.target, token.as_deref(), Duration::from_secs(30))?;
     let ledger = match cli.command {
+        Some(Command::Powercut { .. }) => unreachable!("handled above"),
         Some(Command::Verify) => {
             let path = cli
                 .ledger
@@ -181,4 +225,81 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         }
     };
     Duration::try_from_secs_f64(secs).map_err(|e| format!("{text:?}: {e}"))
+}
+
+/// `depot-torture powercut`: see [`torture::powercut`].
+#[cfg(target_os = "linux")]
+#[allow(clippy::too_many_arguments)]
+async fn run_powercut(
+    seed: Option<u64>,
+    clients: usize,
+    rounds: u64,
+    depot: Option<PathBuf>,
+    durability: String,
+    forward_to: Option<String>,
+    tear: bool,
+    work_dir: Option<PathBuf>,
+) -> Result<bool, String> {
+    let depot = match depot {
+        Some(path) => path,
+        None => std::env::current_exe()
+            .map_err(|e| e.to_string())?
+            .with_file_name("depot"),
+    };
+    if !depot.exists() {
+        return Err(format!(
+            "no depot binary at {}; build it (cargo build -p depot) or pass --depot PATH",
+            depot.display()
+        ));
+    }
+    if durability != "full" && durability != "off" {
+        return Err(format!(
+            "--durability must be full or off, not {durability:?}"
+        ));
+    }
+    let seed = seed.unwrap_or_else(torture::seed_from_clock);
+    eprintln!("depot-torture powercut: seed {seed} (pass --seed {seed} to repeat this run)");
+    let work = match work_dir {
+        Some(dir) => dir,
+        None => std::env::temp_dir().join(format!("powercut-{}", std::process::id())),
+    };
+    let mut options = torture::PowercutOptions::new(depot, work.clone(), rounds, seed);
+    options.durability = durability;
+    options.forward_to = forward_to;
+    options.tear = tear;
+    options.clients = clients.max(1);
+    let started = std::time::Instant::now();
+    let report = torture::powercut(&options, |line| eprintln!("depot-torture: {line}")).await?;
+    for p in report.problems.iter().chain(&report.failed_starts) {
+        eprintln!("depot-torture: PROBLEM {p}");
+    }
+    eprintln!(
+        "depot-torture: {} in {:.0} s ({} during a drain, plus {} during start-up); {} unsynced \
+             writes and {} directory entry changes undone; last checks: {}; depot logs in {}",
+        report.line(),
+        started.elapsed().as_secs_f64(),
+        report.during_stop,
+        report.during_start,
+        report.writes_undone,
+        report.entries_undone,
+        report.summary,
+        work.display()
+    );
+    println!("{}", report.line());
+    Ok(report.is_clean())
+}
+
+#[cfg(not(target_os = "linux"))]
+#[allow(clippy::too_many_arguments)]
+async fn run_powercut(
+    _seed: Option<u64>,
+    _clients: usize,
+    _rounds: u64,
+    _depot: Option<PathBuf>,
+    _durability: String,
+    _forward_to: Option<String>,
+    _tear: bool,
+    _work_dir: Option<PathBuf>,
+) -> Result<bool, String> {
+    Err("powercut runs on Linux only (it mounts a FUSE file system)".into())
 }

@@ -515,10 +515,25 @@ impl<W: Write> ProgressPrinter<W> {
 }
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
+///
+/// Durably, too: the file is fsynced before the rename and its directory after it, so that a power
+/// cut can neither leave an empty file nor bring the previous one back (the power-cut loop found
+/// a clean stop's report read back empty).
 fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    use std::io::Write;
     let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, path)
+    let mut file = fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&tmp, path)?;
+    // Windows cannot open a directory as a file; NTFS journals directory entries itself.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
