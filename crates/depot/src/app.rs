@@ -40,6 +40,33 @@ pub mod files {
     pub const SERVICE_LOG: &str = "depot.log";
 }
 
+/// Why depot could not start (besides the store's, the token's and forwarding's own errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {}: {source}", dir.display())]
+    DataDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listening address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; is another program using that port? choose another \
+         with --listen"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs depot until it is told to stop; returns the shutdown report.
 pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError> {
     let dir = config.data_dir.clone();
@@ -58,8 +85,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         ),
         None => {}
     }
-    create_private_dir(&dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(|source| StartError::DataDir {
+        dir: dir.clone(),
+        source,
+    })?;
     warn_if_shared(&dir);
     let instance = instance(&dir);
     let last_shutdown = instance
@@ -114,12 +143,12 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         Some(settings) => Some(crate::forward::Forwarder::start(settings, &store.readers)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        format!(
-            "cannot listen on {}: {e}; is another program using that port? choose another with --listen",
-            config.listen
-        )
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let state = Arc::new(
         AppState::new(
             committer.clone(),

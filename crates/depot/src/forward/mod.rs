@@ -57,7 +57,7 @@ use winddown::{DrainPlan, Phase, PhaseError, Stage};
 pub use error::ForwardError;
 pub use pg::PG_SCHEMA_VERSION;
 pub use retention::Retention;
-pub use target::{ForwardTo, Target, TlsMode};
+pub use target::{ForwardTo, Target, TargetError, TlsMode};
 
 use crate::config::Config;
 use crate::store::{Backlog, Outbox, Readers, UnixMillis};
@@ -81,7 +81,7 @@ pub struct Settings {
 
 impl Settings {
     /// The settings, or `None` when `forward_to` is unset.
-    pub fn from_config(config: &Config) -> Result<Option<Settings>, String> {
+    pub fn from_config(config: &Config) -> Result<Option<Settings>, TargetError> {
         let Some(to) = &config.forward_to else {
             return Ok(None);
         };

@@ -20,7 +20,7 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
-pub use auth::AuthToken;
+pub use auth::{AuthError, AuthToken, TokenError};
 pub use error::ApiError;
 pub use server::{Connections, Server};
 
