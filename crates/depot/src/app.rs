@@ -139,7 +139,7 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
             .when_full(WhenFull::FailFast),
     )?;
     // Forwarding to PostgreSQL (off unless `forward_to` is set): its own task from here on.
-    let forwarder = match crate::forward::Settings::from_config(&config)? {
+    let forwarder = match config.forward_settings()? {
         Some(settings) => Some(crate::forward::Forwarder::start(settings, &store.readers)?),
         None => None,
     };
