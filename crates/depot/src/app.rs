@@ -153,7 +153,15 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         AppState::new(
             committer.clone(),
             store.readers.clone(),
-            config.clone(),
+            http::Settings {
+                listen: config.listen,
+                data_dir: config.data_dir.clone(),
+                max_body_bytes: config.max_body_bytes,
+                max_records_per_request: config.max_records_per_request,
+                max_read_limit: config.max_read_limit,
+                max_page_bytes: config.max_page_bytes,
+                request_timeout: config.request_timeout(),
+            },
             metrics,
             recovery,
             last_shutdown,
