@@ -448,5 +448,13 @@ mod tests {
             panic!("a missing sslrootcert was accepted")
         };
         assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        // The OS's reason stays reachable as the source, and is said once in the chain.
+        let source = std::error::Error::source(&e).expect("the io::Error as the source");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
+        let chain = winddown::error_chain(&e);
+        assert_eq!(chain, e.to_string(), "the cause is said once");
     }
 }
