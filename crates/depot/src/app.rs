@@ -40,6 +40,33 @@ pub mod files {
     pub const SERVICE_LOG: &str = "depot.log";
 }
 
+/// Why depot could not start (besides the store's, the token's and forwarding's own errors).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The data directory cannot be created.
+    #[error("cannot create the data directory {}: {source}", dir.display())]
+    DataDir {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The listening address cannot be bound.
+    #[error(
+        "cannot listen on {addr}: {source}; is another program using that port? choose another \
+         with --listen"
+    )]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Runs depot until it is told to stop; returns the shutdown report.
 pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError> {
     let dir = config.data_dir.clone();
@@ -58,8 +85,10 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
         ),
         None => {}
     }
-    create_private_dir(&dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    create_private_dir(&dir).map_err(|source| StartError::DataDir {
+        dir: dir.clone(),
+        source,
+    })?;
     warn_if_shared(&dir);
     let instance = instance(&dir);
     let last_shutdown = instance
@@ -110,21 +139,29 @@ pub async fn run(host: Host, config: Config) -> Result<ShutdownReport, AppError>
             .when_full(WhenFull::FailFast),
     )?;
     // Forwarding to PostgreSQL (off unless `forward_to` is set): its own task from here on.
-    let forwarder = match crate::forward::Settings::from_config(&config)? {
+    let forwarder = match config.forward_settings()? {
         Some(settings) => Some(crate::forward::Forwarder::start(settings, &store.readers)?),
         None => None,
     };
-    let listener = TcpListener::bind(config.listen).await.map_err(|e| {
-        format!(
-            "cannot listen on {}: {e}; is another program using that port? choose another with --listen",
-            config.listen
-        )
-    })?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| StartError::Listen {
+            addr: config.listen,
+            source,
+        })?;
     let state = Arc::new(
         AppState::new(
             committer.clone(),
             store.readers.clone(),
-            config.clone(),
+            http::Settings {
+                listen: config.listen,
+                data_dir: config.data_dir.clone(),
+                max_body_bytes: config.max_body_bytes,
+                max_records_per_request: config.max_records_per_request,
+                max_read_limit: config.max_read_limit,
+                max_page_bytes: config.max_page_bytes,
+                request_timeout: config.request_timeout(),
+            },
             metrics,
             recovery,
             last_shutdown,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::forward::{ForwardTo, Retention, Target};
+use crate::forward::{ForwardTo, Retention, Settings as ForwardSettings, Target, TargetError};
 
 /// How logs are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
@@ -502,6 +502,21 @@ impl Config {
             })?;
         }
         Ok(())
+    }
+
+    /// The forwarding settings, or `None` when `forward_to` is unset.
+    pub fn forward_settings(&self) -> Result<Option<ForwardSettings>, TargetError> {
+        let Some(to) = &self.forward_to else {
+            return Ok(None);
+        };
+        Ok(Some(ForwardSettings {
+            target: Target::parse(&to.0)?,
+            batch: self.forward_batch,
+            batch_bytes: self.forward_batch_bytes,
+            connect_timeout: Duration::from_millis(self.forward_connect_timeout_ms),
+            statement_timeout: Duration::from_millis(self.forward_statement_timeout_ms),
+            retention: self.retain_delivered,
+        }))
     }
 
     /// [`Config::header_read_timeout_ms`] as a duration.

@@ -9,10 +9,29 @@ use std::time::Duration;
 use serde_json::Value;
 use winddown::instance::{self, InstanceError, ProgressPrinter, StopEvent};
 
+/// Why `depot stop` could not ask depot to stop.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ControlError {
+    /// depot runs in a console, where nothing but Ctrl+C reaches it.
+    #[error(
+        "depot (PID {pid}) runs in a console: stop it with Ctrl+C in its window, or install it \
+         as a service (`depot install`) and stop it with `depot stop` through the Service \
+         Control Manager"
+    )]
+    Console {
+        /// Its process id.
+        pid: u32,
+    },
+    /// Its instance files could not be read, or the signal not sent.
+    #[error(transparent)]
+    Instance(#[from] InstanceError),
+}
+
 /// Asks the depot using `data_dir` to stop, shows the drain's progress until it is gone, and
 /// prints its shutdown report. Returns the process exit code for `depot stop`: 0 after a clean
 /// stop (or when it was not running), 1 otherwise.
-pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
+pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, ControlError> {
     let instance = crate::app::instance(data_dir);
     let mut printer = ProgressPrinter::new(std::io::stdout(), std::io::stdout().is_terminal());
     let mut drained = false;
@@ -36,13 +55,9 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
             return Ok(0);
         }
         Err(InstanceError::Unsupported { pid }) => {
-            return Err(format!(
-                "depot (PID {pid}) runs in a console: stop it with Ctrl+C in its window, or \
-                 install it as a service (`depot install`) and stop it with `depot stop` through \
-                 the Service Control Manager"
-            ));
+            return Err(ControlError::Console { pid });
         }
-        Err(e) => return Err(e.to_string()),
+        Err(e) => return Err(e.into()),
     };
     if !drained {
         println!("  (it ended without showing its drain)");
@@ -64,7 +79,7 @@ pub fn stop(data_dir: &Path, timeout: Duration) -> Result<i32, String> {
 }
 
 /// Prints whether depot runs, where, since when, how many records, and its last shutdown.
-pub fn status(data_dir: &Path) -> Result<i32, String> {
+pub fn status(data_dir: &Path) -> Result<i32, ControlError> {
     let instance = crate::app::instance(data_dir);
     let status = instance.status();
     let Some(pid) = status.pid else {

@@ -127,14 +127,15 @@ fn main() -> ExitCode {
         Command::Run => serve(config),
         Command::Stop { timeout } => {
             let timeout = Duration::from_secs(timeout);
-            report(
-                manage::stop_service(timeout)
-                    .unwrap_or_else(|| depot::control::stop(&config.data_dir, timeout)),
-            )
+            report(match manage::stop_service(timeout) {
+                Some(result) => result,
+                None => depot::control::stop(&config.data_dir, timeout).map_err(chain),
+            })
         }
-        Command::Status => report(
-            manage::status_service().unwrap_or_else(|| depot::control::status(&config.data_dir)),
-        ),
+        Command::Status => report(match manage::status_service() {
+            Some(result) => result,
+            None => depot::control::status(&config.data_dir).map_err(chain),
+        }),
         Command::Install {
             print,
             start,
@@ -170,12 +171,21 @@ fn main() -> ExitCode {
                     })
                 }),
         ),
-        Command::Backup { to } => report(depot::backup::backup(&config.data_dir, &to).map(|b| {
-            println!("{b}");
-            0
-        })),
+        Command::Backup { to } => report(
+            depot::backup::backup(&config.data_dir, &to)
+                .map(|b| {
+                    println!("{b}");
+                    0
+                })
+                .map_err(chain),
+        ),
     };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+/// An error and its causes, as one line. (manage's errors are text already.)
+fn chain(error: impl std::error::Error) -> String {
+    winddown::error_chain(&error)
 }
 
 fn report(result: Result<i32, String>) -> i32 {
@@ -201,9 +211,10 @@ fn serve(config: Config) -> i32 {
     winddown::run(
         HostOptions::new("depot").budgets(budgets),
         move |host| async move {
-            depot::app::run(host, config)
-                .await
-                .inspect_err(|e| depot::app::say(format_args!("depot: {e}")))
+            depot::app::run(host, config).await.inspect_err(|e| {
+                let e: &(dyn std::error::Error + 'static) = e.as_ref();
+                depot::app::say(format_args!("depot: {}", winddown::error_chain(e)));
+            })
         },
     )
 }

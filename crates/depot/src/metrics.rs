@@ -265,7 +265,7 @@ pub fn refresh(state: &AppState) {
         }
         None => set_forward_state("off"),
     }
-    record_disk(&state.data_dir);
+    record_disk(&state.settings.data_dir);
 }
 
 fn set_forward_state(current: &str) {

@@ -92,7 +92,7 @@ pub enum ForwardError {
     TablesReplaced,
     /// The TLS settings cannot be used (an unreadable `sslrootcert`, …).
     #[error("cannot set up forwarding to PostgreSQL: {0}")]
-    Setup(String),
+    Setup(#[source] super::TargetError),
     /// The local store failed.
     #[error("the local store failed while forwarding")]
     Store(#[from] StoreError),

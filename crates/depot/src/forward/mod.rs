@@ -57,12 +57,12 @@ use winddown::{DrainPlan, Phase, PhaseError, Stage};
 pub use error::ForwardError;
 pub use pg::PG_SCHEMA_VERSION;
 pub use retention::Retention;
-pub use target::{ForwardTo, Target, TlsMode};
+pub use target::{ForwardTo, Target, TargetError, TlsMode};
 
-use crate::config::Config;
 use crate::store::{Backlog, Outbox, Readers, UnixMillis};
 
-/// The forwarding settings, from [`Config`].
+/// The forwarding settings (built from depot's config by
+/// `Config::forward_settings` in config.rs: forward/ does not depend on the config).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Where to.
@@ -77,23 +77,6 @@ pub struct Settings {
     pub statement_timeout: Duration,
     /// What to delete locally once delivered.
     pub retention: Option<Retention>,
-}
-
-impl Settings {
-    /// The settings, or `None` when `forward_to` is unset.
-    pub fn from_config(config: &Config) -> Result<Option<Settings>, String> {
-        let Some(to) = &config.forward_to else {
-            return Ok(None);
-        };
-        Ok(Some(Settings {
-            target: Target::parse(&to.0)?,
-            batch: config.forward_batch,
-            batch_bytes: config.forward_batch_bytes,
-            connect_timeout: Duration::from_millis(config.forward_connect_timeout_ms),
-            statement_timeout: Duration::from_millis(config.forward_statement_timeout_ms),
-            retention: config.retain_delivered,
-        }))
-    }
 }
 
 /// What the forwarder is doing.

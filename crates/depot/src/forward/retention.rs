@@ -20,6 +20,25 @@ pub enum Retention {
     Count(u64),
 }
 
+/// A `retain_delivered` age that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", match problem {
+    Problem::NoUnit => format!("{text:?} needs a unit: s, m, h, d or w (e.g. \"7d\")"),
+    Problem::NotANumber => format!("{text:?} is not a whole number followed by a unit"),
+    Problem::Unit(unit) => format!("unknown unit {unit:?} in {text:?}; use s, m, h, d or w"),
+})]
+struct RetentionError {
+    text: String,
+    problem: Problem,
+}
+
+#[derive(Debug)]
+enum Problem {
+    NoUnit,
+    NotANumber,
+    Unit(String),
+}
+
 impl Retention {
     /// The rule to apply at `now`.
     pub fn rule(self, now: UnixMillis) -> Prune {
@@ -32,26 +51,24 @@ impl Retention {
         }
     }
 
-    fn parse(text: &str) -> Result<Retention, String> {
+    fn parse(text: &str) -> Result<Retention, RetentionError> {
         let text = text.trim();
+        let bad = |problem| RetentionError {
+            text: text.to_owned(),
+            problem,
+        };
         let split = text
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("{text:?} needs a unit: s, m, h, d or w (e.g. \"7d\")"))?;
+            .ok_or_else(|| bad(Problem::NoUnit))?;
         let (number, unit) = text.split_at(split);
-        let n: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a whole number followed by a unit"))?;
+        let n: u64 = number.parse().map_err(|_| bad(Problem::NotANumber))?;
         let seconds = match unit {
             "s" => 1,
             "m" => 60,
             "h" => 3600,
             "d" => 86_400,
             "w" => 604_800,
-            other => {
-                return Err(format!(
-                    "unknown unit {other:?} in {text:?}; use s, m, h, d or w"
-                ));
-            }
+            other => return Err(bad(Problem::Unit(other.to_owned()))),
         };
         Ok(Retention::Age(Duration::from_secs(
             n.saturating_mul(seconds),

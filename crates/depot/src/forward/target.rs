@@ -29,6 +29,56 @@ impl fmt::Debug for ForwardTo {
     }
 }
 
+/// Why a `forward_to` cannot be used. The message never repeats the connection string (it may
+/// hold a password).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TargetError {
+    /// The text does not parse (libpq's syntax, or tokio-postgres's).
+    #[error("{problem}")]
+    Syntax {
+        /// What is wrong, and where.
+        problem: String,
+    },
+    /// tokio-postgres does not accept it.
+    #[error("not a PostgreSQL connection string: {source}")]
+    Postgres {
+        /// tokio-postgres's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A setting it must have is missing.
+    #[error("the connection string names no {what}")]
+    Missing {
+        /// What, and how to add it.
+        what: &'static str,
+    },
+    /// `sslrootcert` cannot be read.
+    #[error("cannot read sslrootcert {}: {source}", path.display())]
+    RootCert {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `sslrootcert` does not hold a PEM certificate, or TLS cannot be set up.
+    #[error("{what}: {source}")]
+    Tls {
+        /// What depot was doing.
+        what: String,
+        /// native-tls's error.
+        #[source]
+        source: native_tls::Error,
+    },
+}
+
+fn syntax(problem: impl Into<String>) -> TargetError {
+    TargetError::Syntax {
+        problem: problem.into(),
+    }
+}
+
 /// How the connection is protected: libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsMode {
@@ -47,7 +97,7 @@ pub enum TlsMode {
 }
 
 impl TlsMode {
-    fn parse(value: &str) -> Result<TlsMode, String> {
+    fn parse(value: &str) -> Result<TlsMode, TargetError> {
         Ok(match value {
             "disable" => TlsMode::Disable,
             "allow" | "prefer" => TlsMode::Prefer,
@@ -55,10 +105,10 @@ impl TlsMode {
             "verify-ca" => TlsMode::VerifyCa,
             "verify-full" => TlsMode::VerifyFull,
             other => {
-                return Err(format!(
+                return Err(syntax(format!(
                     "sslmode={other:?} is not one of disable, allow, prefer, require, verify-ca, \
                      verify-full"
-                ));
+                )));
             }
         })
     }
@@ -93,7 +143,7 @@ impl fmt::Debug for Target {
 impl Target {
     /// Parses a URL or key/value connection string. The error says what is wrong without
     /// repeating the string (it may hold a password).
-    pub fn parse(text: &str) -> Result<Target, String> {
+    pub fn parse(text: &str) -> Result<Target, TargetError> {
         let text = text.trim();
         let is_url = text.starts_with("postgres://") || text.starts_with("postgresql://");
         let (rest, tls, root_cert) = if is_url {
@@ -102,16 +152,16 @@ impl Target {
             take_key_value_tls(text)?
         };
         let mut config = tokio_postgres::Config::from_str(&rest)
-            .map_err(|e| format!("not a PostgreSQL connection string: {e}"))?;
+            .map_err(|source| TargetError::Postgres { source })?;
         if config.get_user().is_none() {
-            return Err(
-                "the connection string names no user (add user=NAME, or NAME@ in a URL)".into(),
-            );
+            return Err(TargetError::Missing {
+                what: "user (add user=NAME, or NAME@ in a URL)",
+            });
         }
         if config.get_hosts().is_empty() {
-            return Err(
-                "the connection string names no host (add host=NAME, or @HOST in a URL)".into(),
-            );
+            return Err(TargetError::Missing {
+                what: "host (add host=NAME, or @HOST in a URL)",
+            });
         }
         config.ssl_mode(match tls {
             TlsMode::Disable => SslMode::Disable,
@@ -143,17 +193,18 @@ impl Target {
     }
 
     /// The TLS connector for this target's mode (reads `sslrootcert`, if given).
-    pub fn connector(&self) -> Result<MakeTlsConnector, String> {
+    pub fn connector(&self) -> Result<MakeTlsConnector, TargetError> {
         let mut builder = native_tls::TlsConnector::builder();
         if let Some(path) = &self.root_cert {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read sslrootcert {}: {e}", path.display()))?;
-            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
-                format!(
-                    "sslrootcert {} is not a PEM certificate: {e}",
-                    path.display()
-                )
+            let pem = std::fs::read(path).map_err(|source| TargetError::RootCert {
+                path: path.clone(),
+                source,
             })?;
+            let cert =
+                native_tls::Certificate::from_pem(&pem).map_err(|source| TargetError::Tls {
+                    what: format!("sslrootcert {} is not a PEM certificate", path.display()),
+                    source,
+                })?;
             builder.add_root_certificate(cert);
             builder.disable_built_in_roots(true);
         }
@@ -168,15 +219,16 @@ impl Target {
             }
             (TlsMode::Disable, Some(_)) => {}
         }
-        let connector = builder
-            .build()
-            .map_err(|e| format!("cannot set up TLS: {e}"))?;
+        let connector = builder.build().map_err(|source| TargetError::Tls {
+            what: "cannot set up TLS".into(),
+            source,
+        })?;
         Ok(MakeTlsConnector::new(connector))
     }
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query.
-fn take_url_tls(url: &str) -> Result<(String, TlsMode, Option<PathBuf>), String> {
+fn take_url_tls(url: &str) -> Result<(String, TlsMode, Option<PathBuf>), TargetError> {
     let (base, query) = match url.split_once('?') {
         Some((base, query)) => (base, query),
         None => (url, ""),
@@ -200,7 +252,7 @@ fn take_url_tls(url: &str) -> Result<(String, TlsMode, Option<PathBuf>), String>
     Ok((rest, tls, root_cert))
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, TargetError> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -209,7 +261,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or("a bad %-escape in the connection URL")?;
+                .ok_or_else(|| syntax("a bad %-escape in the connection URL"))?;
             out.push(hex);
             i += 3;
         } else {
@@ -217,11 +269,11 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "the connection URL is not UTF-8 once decoded".to_owned())
+    String::from_utf8(out).map_err(|_| syntax("the connection URL is not UTF-8 once decoded"))
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a key/value string, re-quoting the rest.
-fn take_key_value_tls(text: &str) -> Result<(String, TlsMode, Option<PathBuf>), String> {
+fn take_key_value_tls(text: &str) -> Result<(String, TlsMode, Option<PathBuf>), TargetError> {
     let mut tls = TlsMode::Prefer;
     let mut root_cert = None;
     let mut kept = Vec::new();
@@ -240,7 +292,7 @@ fn take_key_value_tls(text: &str) -> Result<(String, TlsMode, Option<PathBuf>), 
 
 /// libpq's key/value syntax: `key = value` pairs separated by spaces; values may be single-quoted,
 /// with `\` escaping the next character.
-fn key_values(text: &str) -> Result<Vec<(String, String)>, String> {
+fn key_values(text: &str) -> Result<Vec<(String, String)>, TargetError> {
     let mut chars = text.chars().peekable();
     let mut pairs = Vec::new();
     loop {
@@ -254,9 +306,9 @@ fn key_values(text: &str) -> Result<Vec<(String, String)>, String> {
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
-            return Err(format!(
+            return Err(syntax(format!(
                 "expected `=` after `{key}` in the connection string"
-            ));
+            )));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
@@ -266,7 +318,11 @@ fn key_values(text: &str) -> Result<Vec<(String, String)>, String> {
                     Some('\'') => break,
                     Some('\\') => value.extend(chars.next()),
                     Some(c) => value.push(c),
-                    None => return Err(format!("unterminated quote in the value of `{key}`")),
+                    None => {
+                        return Err(syntax(format!(
+                            "unterminated quote in the value of `{key}`"
+                        )));
+                    }
                 }
             }
         } else {
@@ -359,18 +415,23 @@ mod tests {
         assert!(
             Target::parse("postgres://u@h/d?sslmode=sometimes")
                 .unwrap_err()
+                .to_string()
                 .contains("sometimes")
         );
         assert!(
             Target::parse("postgres://h/d")
                 .unwrap_err()
+                .to_string()
                 .contains("no user")
         );
-        let e = Target::parse("host=h user=u password='open").unwrap_err();
+        let e = Target::parse("host=h user=u password='open")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unterminated") && !e.contains("open"), "{e}");
         assert!(
             Target::parse("postgres://u:pw@h/d?nonsense=1")
                 .unwrap_err()
+                .to_string()
                 .len()
                 > 10
         );
@@ -386,6 +447,14 @@ mod tests {
         let Err(e) = t.connector() else {
             panic!("a missing sslrootcert was accepted")
         };
-        assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+        assert!(e.to_string().contains("/nonexistent/ca.pem"), "{e}");
+        // The OS's reason stays reachable as the source, and is said once in the chain.
+        let source = std::error::Error::source(&e).expect("the io::Error as the source");
+        assert!(
+            source.downcast_ref::<std::io::Error>().is_some(),
+            "{source:?}"
+        );
+        let chain = winddown::error_chain(&e);
+        assert_eq!(chain, e.to_string(), "the cause is said once");
     }
 }

@@ -10,7 +10,7 @@
 //! redacted and no log line carries request headers.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
@@ -22,6 +22,50 @@ use super::ApiError;
 
 /// Shortest token accepted: 16 characters (128 bits as hex would be 32).
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// What to do about a bad token file.
+const REMEDY: &str = "put a random token in it, e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`";
+
+/// Why the auth token file cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthError {
+    /// It cannot be read.
+    #[error(
+        "cannot read the auth token file {} (config key auth_token_file): {source}; {REMEDY}",
+        path.display()
+    )]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// What it holds is not a usable token.
+    #[error(
+        "the auth token file {} (config key auth_token_file) {problem}; {REMEDY}",
+        path.display()
+    )]
+    Token {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with the token.
+        problem: TokenError,
+    },
+}
+
+/// What is wrong with a token's text.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Shorter than [`MIN_TOKEN_LEN`].
+    #[error("holds a token of {0} characters; at least {MIN_TOKEN_LEN} are required")]
+    TooShort(usize),
+    /// Not visible ASCII.
+    #[error("holds characters other than visible ASCII (a bearer token travels in a header)")]
+    NotVisibleAscii,
+}
 
 /// The bearer token every `/v1/*` request must present.
 #[derive(Clone)]
@@ -37,19 +81,14 @@ impl AuthToken {
     /// Reads the token from `path`: the file's text without surrounding whitespace, at least
     /// [`MIN_TOKEN_LEN`] visible ASCII characters. Warns (without refusing) when the file is
     /// readable by others than its owner.
-    pub fn load(path: &Path) -> Result<AuthToken, String> {
-        let remedy = "put a random token in it, e.g. `openssl rand -hex 32 > FILE; chmod 600 FILE`";
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            format!(
-                "cannot read the auth token file {} (config key auth_token_file): {e}; {remedy}",
-                path.display()
-            )
+    pub fn load(path: &Path) -> Result<AuthToken, AuthError> {
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.to_path_buf(),
+            source,
         })?;
-        let token = AuthToken::new(text.trim()).map_err(|problem| {
-            format!(
-                "the auth token file {} (config key auth_token_file) {problem}; {remedy}",
-                path.display()
-            )
+        let token = AuthToken::new(text.trim()).map_err(|problem| AuthError::Token {
+            path: path.to_path_buf(),
+            problem,
         })?;
         #[cfg(unix)]
         {
@@ -68,18 +107,12 @@ impl AuthToken {
     }
 
     /// A token from its text; `Err` says what is wrong with it.
-    pub fn new(text: &str) -> Result<AuthToken, String> {
+    pub fn new(text: &str) -> Result<AuthToken, TokenError> {
         if text.len() < MIN_TOKEN_LEN {
-            return Err(format!(
-                "holds a token of {} characters; at least {MIN_TOKEN_LEN} are required",
-                text.len()
-            ));
+            return Err(TokenError::TooShort(text.len()));
         }
         if !text.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(
-                "holds characters other than visible ASCII (a bearer token travels in a header)"
-                    .into(),
-            );
+            return Err(TokenError::NotVisibleAscii);
         }
         Ok(AuthToken(Arc::from(text.as_bytes())))
     }

@@ -75,8 +75,8 @@ pub async fn status(
         "state": if state.is_draining() { "draining" } else { "serving" },
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "listen": state.config.listen.to_string(),
-        "data_dir": state.data_dir.display().to_string(),
+        "listen": state.settings.listen.to_string(),
+        "data_dir": state.settings.data_dir.display().to_string(),
         "uptime_secs": state.started.elapsed().as_secs(),
         "started_at_ms": UnixMillis::from(state.started_at).0,
         "records": records,
@@ -143,7 +143,7 @@ pub async fn read_records(
             format!("{e}; use ?after=<seq>&limit=<n> with whole numbers"),
         )
     })?;
-    let max = state.config.max_read_limit;
+    let max = state.settings.max_read_limit;
     let limit = query.limit.unwrap_or(100.min(max));
     if limit == 0 || limit > max {
         return Err(ApiError::new(
@@ -156,7 +156,7 @@ pub async fn read_records(
     let name = stream.clone();
     // A page ends at `max_page_bytes` of payloads (a larger record comes alone): `next_after` says
     // where the next one starts.
-    let max_bytes = state.config.max_page_bytes;
+    let max_bytes = state.settings.max_page_bytes;
     let records = state
         .read(move |r| r.read_page(&name, after, limit, max_bytes))
         .await?;
@@ -191,8 +191,8 @@ pub async fn append(
     }
     check_stream_name(&stream)?;
     let idempotency_key = idempotency_key(&headers)?;
-    let bytes = read_body(body, state.config.max_body_bytes).await?;
-    let payloads = split_records(&bytes, state.config.max_records_per_request)?;
+    let bytes = read_body(body, state.settings.max_body_bytes).await?;
+    let payloads = split_records(&bytes, state.settings.max_records_per_request)?;
     let count = payloads.len();
     let request = AppendRequest {
         stream: stream.clone(),

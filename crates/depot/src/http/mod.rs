@@ -6,10 +6,11 @@ pub mod handlers;
 pub mod input;
 mod server;
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::Router;
 use axum::extract::{MatchedPath, Request, State};
@@ -20,13 +21,32 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::Instrument;
 
-pub use auth::AuthToken;
+pub use auth::{AuthError, AuthToken, TokenError};
 pub use error::ApiError;
 pub use server::{Connections, Server};
 
-use crate::config::Config;
 use crate::store::{Readers, StoreError, Writer};
 use winddown::commit::GroupCommit;
+
+/// The settings the HTTP layer uses (built from depot's config by the app; the HTTP layer does
+/// not see the rest of it).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The address depot listens on (shown in `/v1/status`).
+    pub listen: SocketAddr,
+    /// The data directory (shown in `/v1/status`).
+    pub data_dir: PathBuf,
+    /// Largest append body.
+    pub max_body_bytes: usize,
+    /// Most records in one append.
+    pub max_records_per_request: usize,
+    /// Largest `limit` a read may ask for.
+    pub max_read_limit: usize,
+    /// Most payload bytes in one read's page.
+    pub max_page_bytes: usize,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+}
 
 /// What every handler shares.
 #[derive(Debug)]
@@ -35,8 +55,8 @@ pub struct AppState {
     pub committer: GroupCommit<Writer>,
     /// Read-only connections.
     pub readers: Readers,
-    /// The configuration in force.
-    pub config: Config,
+    /// The settings in force.
+    pub settings: Settings,
     /// Set when the drain starts: `/readyz` answers `503`, appends are refused.
     pub draining: AtomicBool,
     /// The Prometheus exporter, if this process could install it.
@@ -49,8 +69,6 @@ pub struct AppState {
     pub recovery: serde_json::Value,
     /// The last shutdown's report, as JSON (from the data directory).
     pub last_shutdown: Option<serde_json::Value>,
-    /// The data directory.
-    pub data_dir: PathBuf,
     /// The bearer token `/v1/*` requests must carry, if `auth_token_file` is set.
     pub auth: Option<AuthToken>,
     /// The PostgreSQL forwarder, when `forward_to` is set (for `/v1/status`).
@@ -65,7 +83,7 @@ impl AppState {
     pub fn new(
         committer: GroupCommit<Writer>,
         readers: Readers,
-        config: Config,
+        settings: Settings,
         metrics: Option<PrometheusHandle>,
         recovery: serde_json::Value,
         last_shutdown: Option<serde_json::Value>,
@@ -73,8 +91,7 @@ impl AppState {
         AppState {
             committer,
             readers,
-            data_dir: config.data_dir.clone(),
-            config,
+            settings,
             draining: AtomicBool::new(false),
             metrics,
             started: Instant::now(),
@@ -122,7 +139,7 @@ impl AppState {
 /// The router with every route and the per-request layers (request id, logs, metrics, timeout,
 /// and the bearer token on `/v1/*` when one is configured).
 pub fn router(state: Arc<AppState>) -> Router {
-    let timeout = state.config.request_timeout();
+    let timeout = state.settings.request_timeout;
     let mut api = Router::new()
         .route("/v1/status", get(handlers::status))
         .route("/v1/streams", get(handlers::streams))

@@ -79,16 +79,19 @@
 //! ```
 
 mod error;
+mod files;
 mod open;
 mod outbox;
 mod readers;
+mod types;
 mod writer;
 
 pub use error::{Cause, Foreign, StoreError};
 pub use open::{Durability, LastRun, OpenReport, Store, StoreOptions, Verify};
 pub use outbox::{Backlog, Outbox, OutboxRecord, PRUNE_CHUNK, Prune};
 pub use readers::{Readers, Record, StreamInfo};
-pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, UnixMillis, Writer};
+pub use types::UnixMillis;
+pub use writer::{Ack, AppendKind, AppendRequest, Appended, Rejected, Writer};
 
 /// The `application_id` in the header of every depot database: "DPOT".
 pub const APPLICATION_ID: i32 = 0x4450_4f54;

@@ -11,34 +11,11 @@ use winddown::{LockError, LockFile};
 use rusqlite::{Connection, OpenFlags};
 
 use super::error::note;
+use super::files::{Paths, sync_dir};
 use super::readers::{Readers, StreamInfo};
-use super::writer::{Writer, seq_u64};
-use super::{
-    APPLICATION_ID, CLEAN_SHUTDOWN_FILE, DB_FILE, Foreign, LOCK_FILE, MIGRATIONS, SCHEMA,
-    SCHEMA_VERSION, StoreError,
-};
-
-/// The paths of one data directory.
-#[derive(Debug)]
-pub(super) struct Paths {
-    pub(super) dir: PathBuf,
-    pub(super) db: PathBuf,
-    pub(super) wal: PathBuf,
-    pub(super) marker: PathBuf,
-    pub(super) lock: PathBuf,
-}
-
-impl Paths {
-    fn new(dir: &Path) -> Paths {
-        Paths {
-            dir: dir.to_path_buf(),
-            db: dir.join(DB_FILE),
-            wal: dir.join(format!("{DB_FILE}-wal")),
-            marker: dir.join(CLEAN_SHUTDOWN_FILE),
-            lock: dir.join(LOCK_FILE),
-        }
-    }
-}
+use super::types::seq_u64;
+use super::writer::Writer;
+use super::{APPLICATION_ID, Foreign, MIGRATIONS, SCHEMA, SCHEMA_VERSION, StoreError};
 
 /// How much [`Store::open`] checks before it trusts the database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -594,38 +571,4 @@ fn quick_check(conn: &Connection, db: &Path) -> Result<(), StoreError> {
         detail: format!("quick_check: {}", problems.join("; ")),
         source: None,
     })
-}
-
-/// Creates and fsyncs the clean-shutdown marker, then fsyncs the directory.
-pub(super) fn write_clean_marker(paths: &Paths) -> Result<(), StoreError> {
-    let marker = &paths.marker;
-    let io = |e| StoreError::io(marker, e);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(marker)
-        .map_err(io)?;
-    file.write_all(b"depot closed this store cleanly\n")
-        .map_err(io)?;
-    file.sync_all().map_err(io)?;
-    drop(file);
-    sync_dir(&paths.dir)
-}
-
-/// Makes a create, rename or unlink in `dir` durable.
-fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    #[cfg(unix)]
-    {
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| StoreError::io(dir, e))
-    }
-    // Windows cannot open a directory as a file without FILE_FLAG_BACKUP_SEMANTICS; NTFS
-    // journals directory entries itself.
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
 }

@@ -23,9 +23,9 @@ use std::sync::Arc;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::StoreError;
-use super::open::Paths;
+use super::files::Paths;
 use super::readers::{Readers, records_after};
-use super::writer::{UnixMillis, seq_u64};
+use super::types::{UnixMillis, seq_u64};
 
 /// Most rows one retention transaction deletes, so that appends never wait long for the lock.
 pub const PRUNE_CHUNK: usize = 1000;
@@ -450,4 +450,13 @@ struct Pending {
     name: String,
     last_seq: i64,
     delivered: i64,
+}
+
+// Here rather than in readers.rs, so that the outbox depends on the readers and not both ways.
+impl Readers {
+    /// What the forwarder has not yet delivered, as of now (the forwarder's own figure is
+    /// refreshed between its batches, so it can lag behind new records).
+    pub fn forward_backlog(&self) -> Result<Backlog, StoreError> {
+        self.with_conn(backlog)
+    }
 }

@@ -10,8 +10,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use winddown::LockFile;
 
 use super::StoreError;
-use super::open::Paths;
-use super::writer::{UnixMillis, seq_u64};
+use super::files::Paths;
+use super::types::{UnixMillis, seq_u64};
 
 /// One stream's summary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,12 +158,6 @@ impl Readers {
         })
     }
 
-    /// What the forwarder has not yet delivered, as of now (the forwarder's own figure is
-    /// refreshed between its batches, so it can lag behind new records).
-    pub fn forward_backlog(&self) -> Result<super::Backlog, StoreError> {
-        self.with_conn(super::outbox::backlog)
-    }
-
     /// The data directory's paths (for [`Outbox::open`](super::Outbox::open)).
     pub(super) fn paths(&self) -> &Arc<Paths> {
         &self.inner.paths
@@ -210,7 +204,7 @@ impl Readers {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn with_conn<T>(
+    pub(super) fn with_conn<T>(
         &self,
         f: impl FnOnce(&Connection) -> rusqlite::Result<T>,
     ) -> Result<T, StoreError> {

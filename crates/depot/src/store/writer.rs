@@ -2,36 +2,15 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use winddown::commit::Sink;
 
 use super::StoreError;
 use super::error::note;
-use super::open::{Paths, write_clean_marker};
+use super::files::{Paths, write_clean_marker};
 use super::readers::Readers;
-
-/// A point in time as milliseconds since the Unix epoch, as stored in `records.received_at_ms`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct UnixMillis(pub i64);
-
-impl UnixMillis {
-    /// The current wall-clock time.
-    pub fn now() -> UnixMillis {
-        UnixMillis::from(SystemTime::now())
-    }
-}
-
-impl From<SystemTime> for UnixMillis {
-    /// Truncates to whole milliseconds; times before 1970 are negative.
-    fn from(t: SystemTime) -> UnixMillis {
-        match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => UnixMillis(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-            Err(e) => UnixMillis(-i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX)),
-        }
-    }
-}
+use super::types::{UnixMillis, seq_u64};
 
 /// One append request: the unit the group committer batches and acknowledges.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -415,9 +394,4 @@ fn same_payloads(
         }
     }
     Ok(expected.next().is_none())
-}
-
-/// Sequence numbers are stored as SQLite integers and are never negative (a CHECK enforces it).
-pub(super) fn seq_u64(seq: i64) -> u64 {
-    u64::try_from(seq).unwrap_or(0)
 }

@@ -5,6 +5,8 @@
 
 mod backup;
 mod faults;
+#[path = "../harness/mod.rs"]
+mod harness;
 mod hostile;
 mod loops;
 mod memory;

@@ -89,7 +89,7 @@ pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
         .unwrap_or(data_dir.parent().unwrap_or(Path::new("/tmp")));
     let log = parent.join(format!("depot-{}-{n}.log", std::process::id()));
     let stderr = fs::File::create(&log).expect("create the log file");
-    let mut command = Command::new(depot_bin());
+    let mut command = crate::harness::depot_command(depot_bin());
     command
         .arg("--data-dir")
         .arg(data_dir)
@@ -99,11 +99,6 @@ pub(crate) fn spawn(data_dir: &Path, options: &Options) -> (Child, PathBuf) {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr);
-    for (k, _) in std::env::vars_os() {
-        if k.as_encoded_bytes().starts_with(b"DEPOT_") || k == "NOTIFY_SOCKET" {
-            command.env_remove(k);
-        }
-    }
     command.envs(options.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
     let child = command.spawn().expect("spawn depot");
     (child, log)
@@ -129,7 +124,7 @@ pub(crate) async fn start(data_dir: &Path, options: &Options) -> Result<Depot, F
                 log: fs::read_to_string(&log).unwrap_or_default(),
             });
         }
-        if let Some(addr) = running_addr(data_dir, pid) {
+        if let Some(addr) = crate::harness::running_addr(data_dir, pid) {
             let client = Client::new(&format!("http://{addr}"), None, Duration::from_secs(20))
                 .expect("client");
             if client.is_ready().await {
@@ -151,21 +146,6 @@ pub(crate) async fn start_ok(data_dir: &Path, options: &Options) -> Depot {
         Ok(depot) => depot,
         Err(f) => panic!("depot did not start ({:?}):\n{}", f.status, f.log),
     }
-}
-
-/// The address in `depot.running.json`, if the process `pid` wrote it.
-fn running_addr(data_dir: &Path, pid: u32) -> Option<SocketAddr> {
-    let text = fs::read(data_dir.join("depot.running.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&text).ok()?;
-    if v["pid"].as_u64() != Some(u64::from(pid)) {
-        return None;
-    }
-    let mut addr: SocketAddr = v["listen"].as_str()?.parse().ok()?;
-    if addr.ip().is_unspecified() {
-        // Listening on every interface: talk to it over loopback only.
-        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    Some(addr)
 }
 
 impl Depot {

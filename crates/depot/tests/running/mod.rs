@@ -2,6 +2,9 @@
 //! `forward.rs`): started on a free port, its stderr kept, killed when dropped.
 #![allow(dead_code)] // each test file uses its own part
 
+#[path = "../harness/mod.rs"]
+mod harness;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -30,7 +33,7 @@ impl Depot {
         env: &[(&str, &str)],
         more: impl FnOnce(&mut Command),
     ) -> Depot {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_depot"));
+        let mut cmd = harness::depot_command(env!("CARGO_BIN_EXE_depot"));
         cmd.args([
             "--listen",
             "127.0.0.1:0",
@@ -39,8 +42,6 @@ impl Depot {
             "--data-dir",
         ])
         .arg(dir)
-        .env_remove("DEPOT_CONFIG")
-        .env_remove("DEPOT_FORWARD_TO")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
         for (k, v) in env {
@@ -49,25 +50,39 @@ impl Depot {
         more(&mut cmd);
         let mut child = cmd.spawn().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("depot serving on http://") {
-                    let _ = tx.send(
-                        addr.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_owned(),
-                    );
-                }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("depot did not start: {:?}", log.lock().unwrap()));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addr = loop {
+            if let Some(addr) = harness::running_addr(dir, child.id()) {
+                break addr;
+            }
+            let exited = child.try_wait().unwrap().is_some();
+            if exited || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                // The log thread ends with the process; let it take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                panic!("depot did not start: {:?}", log.lock().unwrap());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        // The run file is written just before depot says it serves: wait for that line too, so
+        // that what it logged while starting is in `log` when a test looks.
+        while Instant::now() < deadline
+            && !log
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|l| l.starts_with("depot serving on http://"))
+        {
+            std::thread::sleep(Duration::from_millis(2));
+        }
         Depot {
             child,
             base: format!("http://{addr}"),
