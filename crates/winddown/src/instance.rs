@@ -530,7 +530,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     // Windows cannot open a directory as a file; NTFS journals directory entries itself.
     #[cfg(unix)]
     if let Some(dir) = path.parent() {
-        let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+        let dir = if dir.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            dir
+        };
         fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
