@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use winddown::service::systemd::UnitStatus;
 
-
 /// What to upgrade, and how.
 #[derive(Debug, Clone)]
 pub struct Upgrade {

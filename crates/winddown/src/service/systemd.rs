@@ -172,6 +172,20 @@ impl SystemdOptions {
         self.systemctl = program.into();
         self
     }
+
+    /// Skips the check that systemd runs (`/run/systemd/system` exists) before applying: for a
+    /// stand-in [`SystemdOptions::systemctl`] (a test, a container that drives a host's systemd).
+    #[must_use]
+    pub fn skip_running_check(mut self) -> Self {
+        self.check_running = false;
+        self
+    }
+
+    /// Whether systemd runs here: `/run/systemd/system` exists (`sd_booted(3)`), or the check was
+    /// skipped ([`SystemdOptions::skip_running_check`]).
+    pub fn systemd_runs(&self) -> bool {
+        !self.check_running || Path::new(BOOTED).is_dir()
+    }
 }
 
 /// The unit's name: `<name>.service`.
@@ -586,7 +600,7 @@ pub fn unit_path(name: &str, options: &SystemdOptions) -> PathBuf {
 const BOOTED: &str = "/run/systemd/system";
 
 fn check_running(options: &SystemdOptions) -> Result<(), ServiceError> {
-    if !options.check_running || Path::new(BOOTED).is_dir() {
+    if options.systemd_runs() {
         Ok(())
     } else {
         Err(ServiceError::ManagerNotRunning {
@@ -613,35 +627,11 @@ pub fn install(spec: &ServiceSpec, options: &SystemdOptions) -> Result<PathBuf, 
     let text = unit_file(spec, options)?;
     check_running(options)?;
     let path = unit_path(&spec.name, options);
-    write_file(&path, &text)?;
+    super::file::write_atomic(&path, &text)?;
     systemctl(options, &["daemon-reload"])?;
     systemctl(options, &["enable", &unit_name(&spec.name)])?;
     tracing::info!(unit = %path.display(), "installed and enabled");
     Ok(path)
-}
-
-/// Writes `text` to `path` through a temporary file and a rename, so that systemd never reads
-/// half a unit; mode 0644, as systemd expects of unit files.
-fn write_file(path: &Path, text: &str) -> Result<(), ServiceError> {
-    let io = |action, source| ServiceError::Io {
-        action,
-        path: path.to_owned(),
-        source,
-    };
-    let mut temp = path.as_os_str().to_owned();
-    temp.push(".winddown-tmp");
-    let temp = PathBuf::from(temp);
-    std::fs::write(&temp, text).map_err(|e| io("write", e))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o644))
-            .map_err(|e| io("set the permissions of", e))?;
-    }
-    std::fs::rename(&temp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&temp);
-        io("write", e)
-    })
 }
 
 /// Uninstalls service `name`: `systemctl stop` (a failure is logged, not fatal: the unit goes
