@@ -38,8 +38,15 @@ pub trait ServiceManager: Send + Sync {
     /// Installs `spec`, bringing an installed service's definition up to date.
     fn update(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError>;
 
-    /// Stops (draining) and removes service `name`.
-    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<(), ServiceError>;
+    /// Whether [`ServiceManager::install`] replaces an installed definition (systemd, launchd);
+    /// `false` where only [`ServiceManager::update`] does (the SCM).
+    fn install_replaces(&self) -> bool {
+        true
+    }
+
+    /// Stops (draining) and removes service `name`; returns one line for a person saying what
+    /// was done.
+    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<String, ServiceError>;
 
     /// Starts service `name` and returns its status once the manager says it started.
     fn start(&self, name: &str, progress: Progress<'_>) -> Result<Status, ServiceError>;
@@ -232,9 +239,9 @@ pub fn native_with(options: &NativeOptions) -> Result<Box<dyn ServiceManager>, S
     }
     if options.start.is_some_and(|s| s != StartMode::Automatic) {
         return Err(ServiceError::InvalidSpec(
-            "start modes (--start) apply to a Windows service; under systemd the install \
-             enables the unit (`systemctl disable NAME` makes it start only when asked), and \
-             launchd starts the job at load"
+            "--start applies to a Windows service; under systemd the install enables the \
+             unit (`systemctl disable NAME` makes it start only when asked), and launchd \
+             starts the job when it loads"
                 .into(),
         ));
     }
@@ -315,11 +322,7 @@ impl ServiceManager for Systemd {
         let path = systemd::install(spec, &self.options)?;
         Ok(Installed {
             name: spec.name.clone(),
-            summary: format!(
-                "installed {} and enabled it; start it with `systemctl start {}`",
-                path.display(),
-                systemd::unit_name(&spec.name)
-            ),
+            summary: format!("installed {} and enabled it", path.display()),
             definition: Some(path),
             outcome: if existed {
                 Outcome::Updated
@@ -334,12 +337,16 @@ impl ServiceManager for Systemd {
         self.install(spec)
     }
 
-    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<(), ServiceError> {
+    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<String, ServiceError> {
         progress(&format!(
             "stopping {} (it drains)",
             systemd::unit_name(name)
         ));
-        systemd::uninstall(name, &self.options)
+        systemd::uninstall(name, &self.options)?;
+        Ok(format!(
+            "stopped, disabled and removed {}",
+            systemd::unit_name(name)
+        ))
     }
 
     fn start(&self, name: &str, _progress: Progress<'_>) -> Result<Status, ServiceError> {
@@ -426,12 +433,16 @@ impl ServiceManager for Launchd {
         self.install(spec)
     }
 
-    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<(), ServiceError> {
+    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<String, ServiceError> {
         progress(&format!(
             "booting out {}",
             launchd::label(name, &self.options)
         ));
-        launchd::uninstall(name, &self.options)
+        launchd::uninstall(name, &self.options)?;
+        Ok(format!(
+            "booted out and removed {}",
+            launchd::plist_path(name, &self.options).display()
+        ))
     }
 
     fn start(&self, name: &str, _progress: Progress<'_>) -> Result<Status, ServiceError> {
@@ -623,12 +634,13 @@ impl ServiceManager for Scm {
         self.install_with(spec, IfInstalled::Update)
     }
 
-    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<(), ServiceError> {
+    fn install_replaces(&self) -> bool {
+        false
+    }
+
+    fn uninstall(&self, name: &str, progress: Progress<'_>) -> Result<String, ServiceError> {
         let done = scm::uninstall(name, self.follow, &mut |w| progress(&w.to_string()))?;
-        for warning in &done.warnings {
-            progress(&format!("warning: {warning}"));
-        }
-        Ok(())
+        Ok(done.to_string())
     }
 
     fn start(&self, name: &str, progress: Progress<'_>) -> Result<Status, ServiceError> {
