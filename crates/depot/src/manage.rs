@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use winddown::service::ServiceSpec;
+use winddown::error_chain;
+use winddown::service::windows::StartMode;
+use winddown::service::{self, NativeOptions, Outcome, ServiceManager, ServiceSpec};
 
 use crate::config::{Config, Origin, Overrides};
 
@@ -214,16 +216,31 @@ fn differences(config: &Config, config_file: Option<&Path>, spec: &ServiceSpec) 
         .collect()
 }
 
+/// The manager of this system, with what `depot install` was asked for.
+fn manager(start: StartChoice) -> Result<Box<dyn ServiceManager>, String> {
+    let start = match start {
+        StartChoice::Auto => StartMode::Automatic,
+        StartChoice::Delayed => StartMode::AutomaticDelayed,
+        StartChoice::Manual => StartMode::Manual,
+    };
+    service::native_with(&NativeOptions::new().start(start)).map_err(|e| error_chain(&e))
+}
+
+/// Prints a manager's progress line (the SCM's state and checkpoint while a stop drains).
+fn show(line: &str) {
+    println!("  {line}");
+}
+
 /// `depot install [--print] [--start …] [--update]`.
 pub fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
-    #[cfg(not(windows))]
-    if choices.start != StartChoice::Auto || choices.update {
-        return Err(
-            "--start and --update apply to a Windows service; under systemd, \
-             `depot install` replaces the unit and enables it (`systemctl disable depot` \
-             makes it start only when asked)"
-                .into(),
-        );
+    let manager = manager(choices.start)?;
+    if choices.update && manager.install_replaces() {
+        return Err(format!(
+            "--update applies to a Windows service; under {}, `depot install` replaces the \
+             service's definition (and enables it: `systemctl disable depot` makes it start only \
+             when asked)",
+            manager.manager()
+        ));
     }
     if !spec.environment.is_empty() {
         let vars: Vec<String> = spec
@@ -237,295 +254,79 @@ pub fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, Stri
             vars.join(" ")
         );
     }
-    platform::install(spec, choices)
+    if choices.print {
+        print!("{}", manager.render(spec).map_err(|e| error_chain(&e))?);
+        return Ok(0);
+    }
+    let done = if choices.update {
+        manager.update(spec)
+    } else {
+        manager.install(spec)
+    }
+    .map_err(|e| error_chain(&e))?;
+    println!("{done}");
+    if done.outcome != Outcome::AlreadyInstalled {
+        if let Some(dir) = &spec.data_dir {
+            println!("  data directory: {}", dir.display());
+        }
+        let log = spec.data_dir.as_deref().map_or_else(
+            || "its data directory".to_owned(),
+            |d| d.join(crate::app::files::SERVICE_LOG).display().to_string(),
+        );
+        if done.definition.is_none() {
+            // The SCM has no journal: depot writes its own log file and the Event Log.
+            println!(
+                "start it with `depot start`; it logs to {log} and to Event Viewer > Windows \
+                 Logs > Application, source {SERVICE_NAME}"
+            );
+        } else {
+            println!("start it with `depot start`");
+        }
+    }
+    Ok(0)
 }
 
 /// `depot uninstall`.
 pub fn uninstall() -> Result<i32, String> {
-    platform::uninstall()
+    let manager = service::native();
+    let done = manager
+        .uninstall(SERVICE_NAME, &mut show)
+        .map_err(|e| error_chain(&e))?;
+    println!("{done}");
+    Ok(0)
 }
 
 /// `depot start`.
 pub fn start() -> Result<i32, String> {
-    platform::start()
+    let status = service::native()
+        .start(SERVICE_NAME, &mut show)
+        .map_err(|e| error_chain(&e))?;
+    println!("{status}");
+    Ok(0)
 }
 
 /// `depot stop` when depot is installed as a service: `Some(exit code)`; `None` to fall back to
 /// stopping a console depot.
 pub fn stop_service(timeout: Duration) -> Option<Result<i32, String>> {
-    platform::stop(timeout)
+    let manager = service::native();
+    manager.is_installed(SERVICE_NAME).then(|| {
+        let status = manager
+            .stop(SERVICE_NAME, timeout, &mut show)
+            .map_err(|e| error_chain(&e))?;
+        println!("{status}");
+        Ok(0)
+    })
 }
 
-/// `depot status` for an installed service: `Some(exit code)` after printing; `None` if depot is
-/// not installed as a service here.
+/// `depot status` for an installed service: `Some(exit code)` after printing (0 whenever the
+/// manager answered); `None` if depot is not installed as a service here.
 pub fn status_service() -> Option<Result<i32, String>> {
-    platform::status()
-}
-
-#[cfg(target_os = "linux")]
-mod platform {
-    use super::*;
-    use winddown::service::systemd::{self, SystemdOptions};
-
-    fn installed(options: &SystemdOptions) -> bool {
-        systemd::unit_path(SERVICE_NAME, options).exists()
-            && std::path::Path::new("/run/systemd/system").exists()
-    }
-
-    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
-        let options = SystemdOptions::default();
-        if choices.print {
-            print!(
-                "{}",
-                systemd::unit_file(spec, &options).map_err(|e| e.to_string())?
-            );
-            return Ok(0);
-        }
-        let path: PathBuf = systemd::install(spec, &options).map_err(|e| e.to_string())?;
-        println!(
-            "installed {} and enabled it; start it with `depot start`",
-            path.display()
-        );
+    let manager = service::native();
+    manager.is_installed(SERVICE_NAME).then(|| {
+        let status = manager.status(SERVICE_NAME).map_err(|e| error_chain(&e))?;
+        println!("{status}");
         Ok(0)
-    }
-
-    pub(super) fn uninstall() -> Result<i32, String> {
-        systemd::uninstall(SERVICE_NAME, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!(
-            "stopped, disabled and removed {}",
-            systemd::unit_name(SERVICE_NAME)
-        );
-        Ok(0)
-    }
-
-    pub(super) fn start() -> Result<i32, String> {
-        systemd::start(SERVICE_NAME, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!("started {}", systemd::unit_name(SERVICE_NAME));
-        Ok(0)
-    }
-
-    pub(super) fn stop(_timeout: Duration) -> Option<Result<i32, String>> {
-        let options = SystemdOptions::default();
-        installed(&options).then(|| {
-            systemd::stop(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
-            println!("stopped {}", systemd::unit_name(SERVICE_NAME));
-            Ok(0)
-        })
-    }
-
-    pub(super) fn status() -> Option<Result<i32, String>> {
-        let options = SystemdOptions::default();
-        installed(&options).then(|| {
-            let s = systemd::status(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
-            println!(
-                "{}: {} ({}), main PID {}, since {}, last exit {:?}",
-                s.unit,
-                s.active_state,
-                s.sub_state,
-                s.main_pid.map_or("-".into(), |p| p.to_string()),
-                s.since.as_deref().unwrap_or("-"),
-                s.last_exit
-            );
-            Ok(if s.active_state == "active" { 0 } else { 3 })
-        })
-    }
-}
-
-#[cfg(target_os = "macos")]
-mod platform {
-    use super::*;
-    use winddown::service::launchd::{self, LaunchdOptions};
-
-    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
-        let options = LaunchdOptions::default();
-        if choices.print {
-            print!(
-                "{}",
-                launchd::plist(spec, &options).map_err(|e| e.to_string())?
-            );
-            return Ok(0);
-        }
-        let path: PathBuf = launchd::install(spec, &options).map_err(|e| e.to_string())?;
-        println!("installed {}", path.display());
-        Ok(0)
-    }
-
-    pub(super) fn uninstall() -> Result<i32, String> {
-        launchd::uninstall(SERVICE_NAME, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        Ok(0)
-    }
-
-    pub(super) fn start() -> Result<i32, String> {
-        launchd::start(SERVICE_NAME, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        Ok(0)
-    }
-
-    pub(super) fn stop(_timeout: Duration) -> Option<Result<i32, String>> {
-        let options = LaunchdOptions::default();
-        launchd::plist_path(SERVICE_NAME, &options)
-            .exists()
-            .then(|| {
-                launchd::stop(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
-                Ok(0)
-            })
-    }
-
-    pub(super) fn status() -> Option<Result<i32, String>> {
-        let options = LaunchdOptions::default();
-        launchd::plist_path(SERVICE_NAME, &options)
-            .exists()
-            .then(|| {
-                let s = launchd::status(SERVICE_NAME, &options).map_err(|e| e.to_string())?;
-                println!("{}: {}, PID {:?}", s.label, s.state, s.pid);
-                Ok(0)
-            })
-    }
-}
-
-#[cfg(windows)]
-mod platform {
-    use super::*;
-    use winddown::service::windows::{
-        self as scm, Account, IfInstalled, InstallOptions, StartMode, Waiting,
-    };
-
-    fn show(w: &Waiting) {
-        println!("  {w}");
-    }
-
-    fn installed() -> bool {
-        scm::status(SERVICE_NAME).is_ok()
-    }
-
-    pub(super) fn install(spec: &ServiceSpec, choices: &InstallChoices) -> Result<i32, String> {
-        let start = match choices.start {
-            StartChoice::Auto => StartMode::Automatic,
-            StartChoice::Delayed => StartMode::AutomaticDelayed,
-            StartChoice::Manual => StartMode::Manual,
-        };
-        let account = Account::Virtual;
-        if choices.print {
-            print_settings(spec, start, &account);
-            return Ok(0);
-        }
-        let options = InstallOptions::new()
-            .start(start)
-            .account(account)
-            .if_installed(if choices.update {
-                IfInstalled::Update
-            } else {
-                IfInstalled::Keep
-            });
-        let done = scm::install(spec, &options).map_err(|e| winddown::error_chain(&e))?;
-        println!("{done}");
-        if done.outcome != scm::InstallOutcome::AlreadyInstalled {
-            // What the SCM now holds, read back rather than echoed.
-            match scm::status(SERVICE_NAME) {
-                Ok(info) => println!("{info}"),
-                Err(e) => println!(
-                    "warning: cannot read the service back: {}",
-                    winddown::error_chain(&e)
-                ),
-            }
-            if let Some(dir) = &spec.data_dir {
-                println!("  data directory: {}", dir.display());
-            }
-            println!(
-                "start it with `depot start`; it logs to {} and to Event Viewer > Windows Logs > \
-                 Application, source {SERVICE_NAME}",
-                spec.data_dir.as_deref().map_or_else(
-                    || "its data directory".to_owned(),
-                    |d| d.join(crate::app::files::SERVICE_LOG).display().to_string()
-                )
-            );
-        }
-        Ok(0)
-    }
-
-    /// The settings an administrator checks after an install, in the words of `sc qc`.
-    fn print_settings(spec: &ServiceSpec, start: StartMode, account: &Account) {
-        let mut command = format!("\"{}\"", spec.executable.display());
-        for arg in &spec.arguments {
-            command.push(' ');
-            if arg.is_empty() || arg.contains([' ', '\t', '"']) {
-                command.push_str(&format!("\"{}\"", arg.replace('"', "\\\"")));
-            } else {
-                command.push_str(arg);
-            }
-        }
-        println!("  name:                {}", spec.name);
-        println!("  display name:        {}", spec.display_name);
-        println!("  command line:        {command}");
-        println!("  start:               {start}");
-        println!("  account:             {}", account.name_for(&spec.name));
-        println!(
-            "  preshutdown timeout: {:.0} s (drain budget {:.0} s)",
-            scm::preshutdown_timeout_for(spec.stop_budget).as_secs_f64(),
-            spec.stop_budget.as_secs_f64()
-        );
-        if let Some(dir) = &spec.data_dir {
-            println!(
-                "  data directory:      {} (modify rights for the account)",
-                dir.display()
-            );
-        }
-        for (key, value) in &spec.environment {
-            println!("  environment:         {key}={value}");
-        }
-    }
-
-    pub(super) fn uninstall() -> Result<i32, String> {
-        let done = scm::uninstall(SERVICE_NAME, Duration::from_secs(120), &mut show)
-            .map_err(|e| winddown::error_chain(&e))?;
-        println!("{done}");
-        Ok(0)
-    }
-
-    pub(super) fn start() -> Result<i32, String> {
-        let reached = scm::start(SERVICE_NAME, Duration::from_secs(60), &mut show)
-            .map_err(|e| winddown::error_chain(&e))?;
-        println!("{}", reached.info);
-        Ok(0)
-    }
-
-    pub(super) fn stop(timeout: Duration) -> Option<Result<i32, String>> {
-        installed().then(|| {
-            let reached = scm::stop(SERVICE_NAME, timeout, &mut show)
-                .map_err(|e| winddown::error_chain(&e))?;
-            println!("{}", reached.info);
-            Ok(0)
-        })
-    }
-
-    pub(super) fn status() -> Option<Result<i32, String>> {
-        scm::status(SERVICE_NAME).ok().map(|info| {
-            println!("{info}");
-            Ok(0)
-        })
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-mod platform {
-    use super::*;
-
-    const NONE: &str = "no service manager backend for this platform";
-
-    pub(super) fn install(_: &ServiceSpec, _: &InstallChoices) -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn uninstall() -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn start() -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn stop(_: Duration) -> Option<Result<i32, String>> {
-        None
-    }
-    pub(super) fn status() -> Option<Result<i32, String>> {
-        None
-    }
+    })
 }
 
 #[cfg(all(test, target_os = "linux"))]

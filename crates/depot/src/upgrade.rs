@@ -314,7 +314,8 @@ struct Systemctl {
 
 impl Systemctl {
     fn new(custom: Option<PathBuf>) -> Result<Self, String> {
-        if custom.is_none() && !Path::new("/run/systemd/system").is_dir() {
+        // The library's test of "systemd runs here" (`sd_booted(3)`), skipped for a stand-in.
+        if custom.is_none() && !winddown::service::systemd::SystemdOptions::new().systemd_runs() {
             return Err(
                 "systemd does not run here (/run/systemd/system is missing); depot upgrade \
                  upgrades the depot service systemd runs"

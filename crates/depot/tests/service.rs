@@ -531,7 +531,7 @@ fn install_refuses_windows_only_options_on_linux() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{flag:?}: {stderr}");
         assert!(
-            stderr.contains("apply to a Windows service") && stderr.contains("systemctl disable"),
+            stderr.contains("applies to a Windows service") && stderr.contains("systemctl disable"),
             "{flag:?}: {stderr}"
         );
     }

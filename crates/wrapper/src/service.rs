@@ -8,7 +8,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use winddown::service::ServiceSpec;
+use winddown::service::windows::StartMode;
+use winddown::service::{self, NativeOptions, ServiceError, ServiceSpec};
 
 use crate::cli::{InstallOptions, StartChoice};
 use crate::run::WRAPPER_MARGIN;
@@ -71,237 +72,83 @@ fn report(result: Result<i32, String>) -> i32 {
     })
 }
 
+fn chain(e: ServiceError) -> String {
+    winddown::error_chain(&e)
+}
+
+/// Prints a manager's progress line (the SCM's state and checkpoint while a stop drains).
+fn show(line: &str) {
+    println!("  {line}");
+}
+
+/// How long `stop` follows the drain where the manager lets the caller wait (the SCM, launchd).
+const FOLLOW: Duration = Duration::from_secs(300);
+
 pub(crate) fn install(options: InstallOptions) -> i32 {
-    report(spec(&options).and_then(|spec| platform::install(&spec, &options)))
+    report(spec(&options).and_then(|spec| install_spec(&spec, &options)))
+}
+
+fn install_spec(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
+    let start = match options.start {
+        StartChoice::Auto => StartMode::Automatic,
+        StartChoice::Delayed => StartMode::AutomaticDelayed,
+        StartChoice::Manual => StartMode::Manual,
+    };
+    let mut native = NativeOptions::new().start(start);
+    if let Some(user) = &options.user {
+        native = native.user(user.clone());
+    }
+    let manager = service::native_with(&native).map_err(chain)?;
+    if options.print {
+        print!("{}", manager.render(spec).map_err(chain)?);
+        return Ok(0);
+    }
+    let done = manager.install(spec).map_err(chain)?;
+    println!("{done}");
+    println!("start it with `winddown start --name {}`", spec.name);
+    Ok(0)
 }
 
 pub(crate) fn uninstall(name: &str) -> i32 {
-    report(platform::uninstall(name))
+    report(
+        service::native()
+            .uninstall(name, &mut show)
+            .map_err(chain)
+            .map(|done| {
+                println!("{done}");
+                0
+            }),
+    )
 }
 
 pub(crate) fn start(name: &str) -> i32 {
-    report(platform::start(name))
+    report(
+        service::native()
+            .start(name, &mut show)
+            .map_err(chain)
+            .map(|status| {
+                println!("{status}");
+                0
+            }),
+    )
 }
 
 pub(crate) fn stop(name: &str) -> i32 {
-    report(platform::stop(name))
+    report(
+        service::native()
+            .stop(name, FOLLOW, &mut show)
+            .map_err(chain)
+            .map(|status| {
+                println!("{status}");
+                0
+            }),
+    )
 }
 
+/// Prints the service's status; 0 whenever the manager answered, on every platform.
 pub(crate) fn status(name: &str) -> i32 {
-    report(platform::status(name))
-}
-
-#[cfg(target_os = "linux")]
-mod platform {
-    use super::*;
-    use winddown::service::systemd::{self, SystemdOptions};
-
-    pub(super) fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
-        if options.start != StartChoice::Auto {
-            return Err(
-                "--start applies to a Windows service; under systemd, `winddown install` \
-                        enables the unit (`systemctl disable NAME` makes it start only when asked)"
-                    .into(),
-            );
-        }
-        let mut systemd = SystemdOptions::default();
-        if let Some(user) = &options.user {
-            systemd = systemd.user(systemd::ServiceUser::Named {
-                user: user.clone(),
-                group: None,
-            });
-        }
-        if options.print {
-            print!(
-                "{}",
-                systemd::unit_file(spec, &systemd).map_err(|e| e.to_string())?
-            );
-            return Ok(0);
-        }
-        let path = systemd::install(spec, &systemd).map_err(|e| e.to_string())?;
-        println!(
-            "installed {} and enabled it; start it with `winddown start --name {}`",
-            path.display(),
-            spec.name
-        );
-        Ok(0)
-    }
-
-    pub(super) fn uninstall(name: &str) -> Result<i32, String> {
-        systemd::uninstall(name, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!("stopped, disabled and removed {}", systemd::unit_name(name));
-        Ok(0)
-    }
-
-    pub(super) fn start(name: &str) -> Result<i32, String> {
-        systemd::start(name, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!("started {}", systemd::unit_name(name));
-        Ok(0)
-    }
-
-    pub(super) fn stop(name: &str) -> Result<i32, String> {
-        systemd::stop(name, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!("stopped {}", systemd::unit_name(name));
-        Ok(0)
-    }
-
-    pub(super) fn status(name: &str) -> Result<i32, String> {
-        let s = systemd::status(name, &SystemdOptions::default()).map_err(|e| e.to_string())?;
-        println!(
-            "{}: {} ({}), main PID {}, since {}, last exit {:?}",
-            s.unit,
-            s.active_state,
-            s.sub_state,
-            s.main_pid.map_or("-".into(), |p| p.to_string()),
-            s.since.as_deref().unwrap_or("-"),
-            s.last_exit
-        );
-        Ok(if s.active_state == "active" { 0 } else { 3 })
-    }
-}
-
-#[cfg(target_os = "macos")]
-mod platform {
-    use super::*;
-    use winddown::service::launchd::{self, LaunchdOptions};
-
-    pub(super) fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
-        let launchd = LaunchdOptions::default();
-        if options.print {
-            print!(
-                "{}",
-                launchd::plist(spec, &launchd).map_err(|e| e.to_string())?
-            );
-            return Ok(0);
-        }
-        let path = launchd::install(spec, &launchd).map_err(|e| e.to_string())?;
-        println!("installed {}", path.display());
-        Ok(0)
-    }
-
-    pub(super) fn uninstall(name: &str) -> Result<i32, String> {
-        launchd::uninstall(name, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        Ok(0)
-    }
-
-    pub(super) fn start(name: &str) -> Result<i32, String> {
-        launchd::start(name, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        Ok(0)
-    }
-
-    pub(super) fn stop(name: &str) -> Result<i32, String> {
-        launchd::stop(name, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        Ok(0)
-    }
-
-    pub(super) fn status(name: &str) -> Result<i32, String> {
-        let s = launchd::status(name, &LaunchdOptions::default()).map_err(|e| e.to_string())?;
-        println!("{}: {}, PID {:?}", s.label, s.state, s.pid);
-        Ok(0)
-    }
-}
-
-#[cfg(windows)]
-mod platform {
-    use super::*;
-    use winddown::service::windows::{
-        self as scm, Account, IfInstalled, InstallOptions as ScmOptions, StartMode, Waiting,
-    };
-
-    /// How long `start`, `stop` and `uninstall` follow the service before giving up.
-    const FOLLOW: Duration = Duration::from_secs(300);
-
-    fn show(w: &Waiting) {
-        println!("  {w}");
-    }
-
-    pub(super) fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<i32, String> {
-        let start = match options.start {
-            StartChoice::Auto => StartMode::Automatic,
-            StartChoice::Delayed => StartMode::AutomaticDelayed,
-            StartChoice::Manual => StartMode::Manual,
-        };
-        if options.user.is_some() {
-            return Err("--user applies to systemd; a Windows service runs as its virtual account NT SERVICE\\NAME".into());
-        }
-        let account = Account::Virtual;
-        if options.print {
-            println!("  name:                {}", spec.name);
-            println!(
-                "  command line:        \"{}\" {}",
-                spec.executable.display(),
-                spec.arguments.join(" ")
-            );
-            println!("  start:               {start}");
-            println!("  account:             {}", account.name_for(&spec.name));
-            println!(
-                "  preshutdown timeout: {:.0} s (stop timeout + {:.0} s for the wrapper, + margin)",
-                scm::preshutdown_timeout_for(spec.stop_budget).as_secs_f64(),
-                WRAPPER_MARGIN.as_secs_f64()
-            );
-            return Ok(0);
-        }
-        let scm_options = ScmOptions::new()
-            .start(start)
-            .account(account)
-            .if_installed(IfInstalled::Keep);
-        let done = scm::install(spec, &scm_options).map_err(|e| winddown::error_chain(&e))?;
-        println!("{done}");
-        match scm::status(&spec.name) {
-            Ok(info) => println!("{info}"),
-            Err(e) => println!(
-                "warning: cannot read the service back: {}",
-                winddown::error_chain(&e)
-            ),
-        }
-        Ok(0)
-    }
-
-    pub(super) fn uninstall(name: &str) -> Result<i32, String> {
-        let done =
-            scm::uninstall(name, FOLLOW, &mut show).map_err(|e| winddown::error_chain(&e))?;
-        println!("{done}");
-        Ok(0)
-    }
-
-    pub(super) fn start(name: &str) -> Result<i32, String> {
-        let reached = scm::start(name, FOLLOW, &mut show).map_err(|e| winddown::error_chain(&e))?;
-        println!("{}", reached.info);
-        Ok(0)
-    }
-
-    pub(super) fn stop(name: &str) -> Result<i32, String> {
-        let reached = scm::stop(name, FOLLOW, &mut show).map_err(|e| winddown::error_chain(&e))?;
-        println!("{}", reached.info);
-        Ok(0)
-    }
-
-    pub(super) fn status(name: &str) -> Result<i32, String> {
-        let info = scm::status(name).map_err(|e| winddown::error_chain(&e))?;
-        println!("{info}");
-        Ok(0)
-    }
-}
-
-#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
-mod platform {
-    use super::*;
-
-    const NONE: &str = "no service manager backend for this platform";
-
-    pub(super) fn install(_: &ServiceSpec, _: &InstallOptions) -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn uninstall(_: &str) -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn start(_: &str) -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn stop(_: &str) -> Result<i32, String> {
-        Err(NONE.into())
-    }
-    pub(super) fn status(_: &str) -> Result<i32, String> {
-        Err(NONE.into())
-    }
+    report(service::native().status(name).map_err(chain).map(|status| {
+        println!("{status}");
+        0
+    }))
 }

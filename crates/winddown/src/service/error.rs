@@ -42,7 +42,7 @@ pub enum ServiceError {
         path: PathBuf,
     },
     /// A file could not be written, read or removed.
-    #[error("cannot {action} {path}")]
+    #[error("cannot {action} {path}{}", io_hint(source))]
     Io {
         /// What was being done ("write", "remove").
         action: &'static str,
@@ -71,4 +71,16 @@ pub enum ServiceError {
         /// What it wrote to standard error, trimmed.
         stderr: String,
     },
+    /// The Windows Service Control Manager refused or failed (its own error, whole).
+    #[error(transparent)]
+    Scm(#[from] super::windows::ManageError),
+}
+
+/// What to do about a file that cannot be written, where the reason says it.
+fn io_hint(source: &io::Error) -> &'static str {
+    match source.kind() {
+        io::ErrorKind::PermissionDenied => " (installing a service needs root or an administrator)",
+        io::ErrorKind::ReadOnlyFilesystem => " (it is on a read-only file system)",
+        _ => "",
+    }
 }

@@ -47,6 +47,11 @@ pub struct LaunchdOptions {
     pub throttle_interval: Duration,
     /// Where [`install`] writes the property list. Default [`PLIST_DIR`].
     pub plist_dir: PathBuf,
+    /// The `launchctl` program. Default `/bin/launchctl`.
+    pub launchctl: PathBuf,
+    /// Whether the apply functions first check that this is macOS ([`LaunchdOptions::launchctl`]
+    /// turns it off for a stand-in).
+    check_platform: bool,
 }
 
 impl Default for LaunchdOptions {
@@ -58,6 +63,8 @@ impl Default for LaunchdOptions {
             log_dir: None,
             throttle_interval: Duration::from_secs(10),
             plist_dir: PathBuf::from(PLIST_DIR),
+            launchctl: PathBuf::from("/bin/launchctl"),
+            check_platform: true,
         }
     }
 }
@@ -101,6 +108,15 @@ impl LaunchdOptions {
     #[must_use]
     pub fn plist_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.plist_dir = dir.into();
+        self
+    }
+
+    /// Runs `program` instead of `/bin/launchctl`, on any platform: a stand-in for tests, or a
+    /// wrapper. The apply functions then skip their macOS check.
+    #[must_use]
+    pub fn launchctl(mut self, program: impl Into<PathBuf>) -> Self {
+        self.launchctl = program.into();
+        self.check_platform = false;
         self
     }
 }
@@ -286,8 +302,8 @@ fn target(name: &str, options: &LaunchdOptions) -> String {
     format!("system/{}", label(name, options))
 }
 
-fn check_macos(what: &'static str) -> Result<(), ServiceError> {
-    if cfg!(target_os = "macos") {
+fn check_macos(what: &'static str, options: &LaunchdOptions) -> Result<(), ServiceError> {
+    if cfg!(target_os = "macos") || !options.check_platform {
         Ok(())
     } else {
         Err(ServiceError::Unsupported {
@@ -297,8 +313,8 @@ fn check_macos(what: &'static str) -> Result<(), ServiceError> {
     }
 }
 
-fn launchctl(args: &[&str]) -> Result<String, ServiceError> {
-    command::run(&OsString::from("/bin/launchctl"), args)
+fn launchctl(options: &LaunchdOptions, args: &[&str]) -> Result<String, ServiceError> {
+    command::run(options.launchctl.as_os_str(), args)
 }
 
 /// Installs `spec` as a system daemon: writes its property list (mode 0644), creates the log
@@ -311,7 +327,7 @@ fn launchctl(args: &[&str]) -> Result<String, ServiceError> {
 /// failures of writing files or of `launchctl`.
 pub fn install(spec: &ServiceSpec, options: &LaunchdOptions) -> Result<PathBuf, ServiceError> {
     let text = plist(spec, options)?;
-    check_macos("installing a launchd daemon")?;
+    check_macos("installing a launchd daemon", options)?;
     let path = plist_path(&spec.name, options);
     let mut dirs = vec![log_dir(&spec.name, options)];
     dirs.extend(spec.data_dir.clone());
@@ -330,30 +346,16 @@ pub fn install(spec: &ServiceSpec, options: &LaunchdOptions) -> Result<PathBuf, 
             command::run(&OsString::from("/usr/sbin/chown"), &[&owner, &dir])?;
         }
     }
-    std::fs::write(&path, text).map_err(|source| ServiceError::Io {
-        action: "write",
-        path: path.clone(),
-        source,
-    })?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).map_err(
-            |source| ServiceError::Io {
-                action: "set the permissions of",
-                path: path.clone(),
-                source,
-            },
-        )?;
-    }
+    // Through a temporary file and a rename, so that launchd never reads half a property list.
+    super::file::write_atomic(&path, &text)?;
     let target = target(&spec.name, options);
     // A loaded older version would make the bootstrap fail; booting it out stops it (SIGTERM,
     // then SIGKILL after its ExitTimeOut).
-    if launchctl(&["print", &target]).is_ok() {
-        launchctl(&["bootout", &target])?;
+    if launchctl(options, &["print", &target]).is_ok() {
+        launchctl(options, &["bootout", &target])?;
     }
-    let _ = launchctl(&["enable", &target]);
-    launchctl(&["bootstrap", "system", &path.to_string_lossy()])?;
+    let _ = launchctl(options, &["enable", &target]);
+    launchctl(options, &["bootstrap", "system", &path.to_string_lossy()])?;
     tracing::info!(plist = %path.display(), "installed and loaded");
     Ok(path)
 }
@@ -365,7 +367,7 @@ pub fn install(spec: &ServiceSpec, options: &LaunchdOptions) -> Result<PathBuf, 
 /// [`ServiceError::Unsupported`] off macOS, [`ServiceError::NotInstalled`] when there is no
 /// property list, and the failures of `launchctl bootout` and of the removal.
 pub fn uninstall(name: &str, options: &LaunchdOptions) -> Result<(), ServiceError> {
-    check_macos("uninstalling a launchd daemon")?;
+    check_macos("uninstalling a launchd daemon", options)?;
     let path = plist_path(name, options);
     if !path.exists() {
         return Err(ServiceError::NotInstalled {
@@ -374,8 +376,8 @@ pub fn uninstall(name: &str, options: &LaunchdOptions) -> Result<(), ServiceErro
         });
     }
     let target = target(name, options);
-    if launchctl(&["print", &target]).is_ok() {
-        launchctl(&["bootout", &target])?;
+    if launchctl(options, &["print", &target]).is_ok() {
+        launchctl(options, &["bootout", &target])?;
     }
     std::fs::remove_file(&path).map_err(|source| ServiceError::Io {
         action: "remove",
@@ -389,8 +391,8 @@ pub fn uninstall(name: &str, options: &LaunchdOptions) -> Result<(), ServiceErro
 /// # Errors
 /// [`ServiceError::Unsupported`] off macOS, or `launchctl`'s failure.
 pub fn start(name: &str, options: &LaunchdOptions) -> Result<(), ServiceError> {
-    check_macos("starting a launchd daemon")?;
-    launchctl(&["kickstart", &target(name, options)]).map(drop)
+    check_macos("starting a launchd daemon", options)?;
+    launchctl(options, &["kickstart", &target(name, options)]).map(drop)
 }
 
 /// Asks service `name` to stop: `SIGTERM` (`launchctl kill SIGTERM`), so that it drains with its
@@ -401,8 +403,8 @@ pub fn start(name: &str, options: &LaunchdOptions) -> Result<(), ServiceError> {
 /// # Errors
 /// [`ServiceError::Unsupported`] off macOS, or `launchctl`'s failure.
 pub fn stop(name: &str, options: &LaunchdOptions) -> Result<(), ServiceError> {
-    check_macos("stopping a launchd daemon")?;
-    launchctl(&["kill", "SIGTERM", &target(name, options)]).map(drop)
+    check_macos("stopping a launchd daemon", options)?;
+    launchctl(options, &["kill", "SIGTERM", &target(name, options)]).map(drop)
 }
 
 /// Reads service `name`'s state (`launchctl print system/<label>`).
@@ -410,9 +412,9 @@ pub fn stop(name: &str, options: &LaunchdOptions) -> Result<(), ServiceError> {
 /// # Errors
 /// [`ServiceError::Unsupported`] off macOS, or `launchctl`'s failure (the job is not loaded).
 pub fn status(name: &str, options: &LaunchdOptions) -> Result<JobStatus, ServiceError> {
-    check_macos("reading a launchd daemon's state")?;
+    check_macos("reading a launchd daemon's state", options)?;
     let label = label(name, options);
-    let text = launchctl(&["print", &target(name, options)])?;
+    let text = launchctl(options, &["print", &target(name, options)])?;
     Ok(JobStatus::parse(&label, &text))
 }
 

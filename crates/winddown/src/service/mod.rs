@@ -2,10 +2,15 @@
 //! systemd, launchd. Each backend derives its stop settings (preshutdown timeout,
 //! `TimeoutStopSec`, `ExitTimeOut`) from the drain budget, so the manager never kills the program
 //! while it is still flushing.
+//!
+//! Programs use the one interface, [`ServiceManager`] (from [`native`] or a backend's
+//! constructor); the backend modules keep the manager-specific functions it wraps.
 
 mod command;
 mod error;
+mod file;
 pub mod launchd;
+mod manager;
 pub mod systemd;
 pub mod windows;
 
@@ -13,6 +18,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::ServiceError;
+pub use manager::{
+    Installed, Launchd, NativeOptions, Outcome, Progress, Scm, ServiceManager, State, Status,
+    Systemd, native, native_with,
+};
 
 /// What to install: the same description for every service manager.
 #[derive(Debug, Clone)]
