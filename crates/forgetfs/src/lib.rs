@@ -1,8 +1,10 @@
 //! forgetfs: a FUSE file system that forgets what was not fsynced, as a power cut does.
 //!
 //! ```no_run
-//! use forgetfs::{Mount, Options};
+//! # #[cfg(not(target_os = "linux"))] fn main() {}
+//! # #[cfg(target_os = "linux")]
 //! # fn main() -> Result<(), forgetfs::Error> {
+//! use forgetfs::{Mount, Options};
 //! let mount = Mount::new("backing".as_ref(), "mnt".as_ref(), &Options::default())?;
 //! // … run the program under test on mnt/ …
 //! let report = mount.cut(); // the power goes: unsynced writes, creates, renames are undone
