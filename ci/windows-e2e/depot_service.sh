@@ -78,6 +78,12 @@ EOF
     wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\EventLog\Application\depot'
   check "a second install says so and changes nothing" \
     grep_output "already installed; nothing changed" "${depot[@]}" install --start manual
+  # Issue #14 item 2: an update carries exactly what it is given, so one without the variable
+  # leaves no stale copy of it in the service's environment.
+  check "install --update without the variable updates the service" \
+    "${depot[@]}" install --update --config "$(win_path "$work/depot.toml")" --start manual
+  check "  ... and the service's environment no longer holds it" \
+    not wine_q reg query 'HKLM\SYSTEM\CurrentControlSet\Services\depot' /v Environment
   check "the command line runs depot with its config and %ProgramData%\\depot" \
     grep_output 'command line: .*depot\.exe.* run .*--config .*depot\.toml.*--data-dir C:\\ProgramData\\depot' \
     "${depot[@]}" status

@@ -27,7 +27,7 @@ use windows_sys::Win32::System::EventLog::{
 use windows_sys::Win32::System::Registry::{
     HKEY, HKEY_LOCAL_MACHINE, KEY_WRITE, REG_DWORD, REG_EXPAND_SZ, REG_MULTI_SZ,
     REG_OPTION_NON_VOLATILE, REG_VALUE_TYPE, RegCloseKey, RegCreateKeyExW, RegDeleteTreeW,
-    RegSetValueExW,
+    RegDeleteValueW, RegSetValueExW,
 };
 use windows_sys::Win32::System::RemoteDesktop::ProcessIdToSessionId;
 use windows_sys::Win32::System::Services::{
@@ -293,6 +293,17 @@ impl Key {
             )
         })
     }
+
+    /// Removes the value `name`; one that is not there is already gone.
+    fn delete(&self, name: &str) -> io::Result<()> {
+        let name = wide(name)?;
+        // SAFETY: the key is open for writing (KEY_WRITE includes KEY_SET_VALUE); `name` is
+        // NUL-terminated and outlives the call.
+        match unsafe { RegDeleteValueW(self.0, name.as_ptr()) } {
+            ERROR_FILE_NOT_FOUND => Ok(()),
+            code => win32(code),
+        }
+    }
 }
 
 fn utf16_bytes(units: &[u16]) -> Vec<u8> {
@@ -330,6 +341,10 @@ pub(crate) fn unregister_event_source(name: &str) -> io::Result<bool> {
 /// service's key), which the SCM adds to the service process's environment.
 pub(crate) fn set_service_environment(name: &str, vars: &[(String, String)]) -> io::Result<()> {
     let key = Key::create(&format!(r"SYSTEM\CurrentControlSet\Services\{name}"))?;
+    if vars.is_empty() {
+        // An update that carries no variables must not leave the last install's in place.
+        return key.delete("Environment");
+    }
     let mut block = Vec::new();
     for (k, v) in vars {
         let mut entry = wide(format!("{k}={v}"))?;

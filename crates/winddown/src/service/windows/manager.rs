@@ -171,12 +171,11 @@ pub fn install(spec: &ServiceSpec, options: &InstallOptions) -> Result<Installed
             .set_failure_actions_on_non_crash_failures(true)
             .map_err(io_error),
     );
-    if !spec.environment.is_empty() {
-        step(
-            "environment",
-            sys::set_service_environment(name, &spec.environment),
-        );
-    }
+    // Always: an update with no variables clears the ones an earlier install set.
+    step(
+        "environment",
+        sys::set_service_environment(name, &spec.environment),
+    );
     step(
         "Event Log source",
         sys::register_event_source(name, EVENT_MESSAGE_FILE),
