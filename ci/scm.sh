@@ -73,7 +73,8 @@ scm_stop_and_watch() {
   : >"$file"
   wine_q sc stop "$name" >>"$LOGS/checks.log"
   while ((SECONDS - start < 60)); do
-    scm_status "$name" >>"$file" || break
+    # Wine's `sc query` has been seen to fail once right after `sc stop` (one CI run): ask again.
+    scm_status "$name" >>"$file" || { sleep 0.2; continue; }
     [[ "$(tail -n1 "$file" | cut -d' ' -f1)" == STOPPED ]] && return 0
   done
   return 1
