@@ -134,35 +134,14 @@ impl Outbox {
     /// `target_id`. If they were tied to another one, they are reset (everything still stored
     /// will be delivered to the new one) and this returns `true`.
     pub fn bind_target(&mut self, target_id: &str) -> Result<bool, StoreError> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
-        let result = (|| {
-            let bound: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'forward_target_id'",
-                    [],
-                    |row| row.get(0),
-                )
-                .optional()?;
-            if bound.as_deref() == Some(target_id) {
-                return Ok(false);
-            }
+        self.rebind("forward_target_id", target_id, |tx, _| {
             let had_cursors: i64 =
                 tx.query_row("SELECT count(*) FROM forward_cursor", [], |row| row.get(0))?;
             tx.execute("DELETE FROM forward_cursor", [])?;
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('forward_target_id', ?1) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [target_id],
-            )?;
             // The tables of the new target are adopted by the next `bind_tables`.
             tx.execute("DELETE FROM meta WHERE key = 'forward_target_tables'", [])?;
-            tx.commit()?;
             Ok(had_cursors > 0)
-        })();
-        result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
+        })
     }
 
     /// Ties the cursors to the target's tables themselves (`tables` names them: PostgreSQL's
@@ -172,32 +151,45 @@ impl Outbox {
     /// (everything still stored will be delivered again, the primary key making what is already
     /// there a no-op) and returns `true`.
     pub fn bind_tables(&mut self, tables: &str) -> Result<bool, StoreError> {
+        self.rebind("forward_target_tables", tables, |tx, bound| {
+            let reset = bound.is_some();
+            if reset {
+                tx.execute("DELETE FROM forward_cursor", [])?;
+            }
+            Ok(reset)
+        })
+    }
+
+    /// In one immediate transaction: if the `meta` value under `key` is not `value` already,
+    /// runs `on_change` (given the value bound before, if any), stores `value` and commits,
+    /// returning what `on_change` said; otherwise changes nothing and returns `false`.
+    fn rebind(
+        &mut self,
+        key: &str,
+        value: &str,
+        on_change: impl FnOnce(&rusqlite::Transaction<'_>, Option<&str>) -> rusqlite::Result<bool>,
+    ) -> Result<bool, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| StoreError::sqlite(&self.paths.db, e))?;
         let result = (|| {
             let bound: Option<String> = tx
-                .query_row(
-                    "SELECT value FROM meta WHERE key = 'forward_target_tables'",
-                    [],
-                    |row| row.get(0),
-                )
+                .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+                    row.get(0)
+                })
                 .optional()?;
-            if bound.as_deref() == Some(tables) {
+            if bound.as_deref() == Some(value) {
                 return Ok(false);
             }
-            let reset = bound.is_some();
-            if reset {
-                tx.execute("DELETE FROM forward_cursor", [])?;
-            }
+            let changed = on_change(&tx, bound.as_deref())?;
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('forward_target_tables', ?1) \
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [tables],
+                [key, value],
             )?;
             tx.commit()?;
-            Ok(reset)
+            Ok(changed)
         })();
         result.map_err(|e| StoreError::sqlite(&self.paths.db, e))
     }
