@@ -1,8 +1,10 @@
 # End-to-end: `winddown run -- stopprobe` as a service under Wine's Service Control Manager —
 # installed by `winddown install`, RUNNING only once the program's port answers, `sc stop` →
 # STOP_PENDING with growing checkpoints while the program drains → the program's marker shows the
-# console event it got (CTRL_C through AttachConsole) → STOPPED with its exit code; then a
-# stubborn program whose tree (grandchild included) the job object ends at the stop timeout.
+# console event it got (CTRL_C through AttachConsole) → STOPPED with its exit code, and the stop
+# report in the Event Log; then a stubborn program whose tree (grandchild included) the job
+# object ends at the stop timeout; then a service around a program that does not exist: STOPPED
+# with an error before RUNNING, and the cause in the Event Log.
 #
 # What Wine cannot show: CTRL_BREAK (refused, error 6, so the wrapper moves on to the next signal),
 # WM_CLOSE to a program's windows (stopprobe has none), PRESHUTDOWN (cannot be sent).
@@ -15,13 +17,14 @@ wine_proc_alive() {
 }
 
 e2e_winddown_run() {
-  local name=wrap-e2e stubborn=wrap-e2e-stubborn
+  local name=wrap-e2e stubborn=wrap-e2e-stubborn missing=wrap-e2e-missing
   local exe="$WIN_TARGET/debug/winddown.exe" probe="$WIN_TARGET/debug/stopprobe.exe"
   local work="$WIN_TARGET/debug/wrap-e2e"
   local cli=(wine_q "$exe")
   local port=18431 t0 took
   "${cli[@]}" uninstall --name "$name" >/dev/null 2>&1 # leftovers of an interrupted run
   "${cli[@]}" uninstall --name "$stubborn" >/dev/null 2>&1
+  "${cli[@]}" uninstall --name "$missing" >/dev/null 2>&1
   rm -rf "$work"
   mkdir -p "$work"
 
@@ -59,9 +62,14 @@ e2e_winddown_run() {
     grep_output "signal=ctrl-c" cat "$work/marker"
   check "the lines it wrote while draining are in its log" \
     grep_output "draining 00000009" cat "$work/logs/$name.log"
-  check "the stop report: scm_stop, ctrl-c sent, exit code 0, nothing killed" \
-    grep_output '"signal":"ctrl-c".*"program_killed":false.*"exit_code":0.*"reason":"scm_stop"' \
+  check "the stop report: scm_stop, ctrl-c sent, exit code 0, nothing left to kill" \
+    grep_output '"signal":"ctrl-c".*"tree_killed":false,"program_killed":false,"killed_processes":0,"exit_code":0.*"reason":"scm_stop"' \
     cat "$work/logs/$name.last-stop.json"
+  check "the stop report was written without an error" \
+    not grep "cannot write the stop report" "$work/logs/$name.winddown.log"
+  # Wine's trace keeps the first ~300 characters of an event: the headline and the first phase.
+  check "Event Log: the stop report, one event (clean, exit code 0, ctrl-c sent)" event_logged \
+    "$name stopped\. shutdown \(service stop \(SCM\)\): Clean in [0-9.]+ s of a 10\.0 s budget, exit code 0.*signal PROGRAM .* ctrl-c sent to PROGRAM \(pid [0-9]+\)"
 
   echo "-- a stubborn program and its grandchild: the job object ends them at the stop timeout"
   check "install the stubborn one" grep_output "installed" "${cli[@]}" install --name "$stubborn" \
@@ -83,11 +91,27 @@ e2e_winddown_run() {
     last_line_matches "$LOGS/$stubborn-stop.txt" '^STOPPED 0 0 1066 1$'
   sleep 0.5
   check "the grandchild is gone" not wine_proc_alive "as-grandchild Z:.*wrap-e2e.gc"
-  check "the report says the program was killed" \
-    grep_output '"program_killed":true' cat "$work/stubborn-logs/$stubborn.last-stop.json"
+  check "the report says the program and its grandchild (2 processes) were killed" \
+    grep_output '"tree_killed":true,"program_killed":true,"killed_processes":2' cat "$work/stubborn-logs/$stubborn.last-stop.json"
+  check "Event Log: the stop report (failed, the killed program's code 1, ctrl-c sent)" \
+    event_logged "$stubborn stopped\. shutdown \(service stop \(SCM\)\): Failed in [0-9.]+ s .*, exit code 1.*ctrl-c sent to PROGRAM"
+
+  echo "-- a service around a program that does not exist"
+  check "install it (the program is looked for at start)" grep_output "installed" \
+    "${cli[@]}" install --name "$missing" --start manual \
+    --log-dir "$(win_path "$work/missing-logs")" -- "$(win_path "$work/no-such-program.exe")"
+  wine_q sc start "$missing" >>"$LOGS/checks.log" 2>&1 # accepted or refused: the state tells
+  check "it ends STOPPED with a service-specific error (1066 / 4)" \
+    scm_wait_status "$missing" "STOPPED 0 0 1066 4" 20
+  check "Event Log: the failure names the missing program" event_logged \
+    "$missing failed: cannot start \`Z:.*no-such-program\.exe\`: no such program \(no file at that path\)"
+  check "it never reported RUNNING" not event_logged "$missing is running"
+  check "the wrapper's log says so" \
+    grep_output "no such program" cat "$work/missing-logs/$missing.winddown.log"
 
   echo "-- uninstall"
   check "uninstall" grep_output "removed" "${cli[@]}" uninstall --name "$name"
   check "uninstall the stubborn one" grep_output "removed" "${cli[@]}" uninstall --name "$stubborn"
+  check "uninstall the missing one" grep_output "removed" "${cli[@]}" uninstall --name "$missing"
   check "sc no longer knows it" not wine_q sc query "$name"
 }

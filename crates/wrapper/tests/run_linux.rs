@@ -278,7 +278,20 @@ fn bad_input_is_named_before_anything_reports_ready() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{stderr}");
     assert!(
-        stderr.contains("cannot start `/nonexistent/prog`: no such program"),
+        stderr.contains("cannot start `/nonexistent/prog`: no such program (no file at that path)"),
+        "{stderr}"
+    );
+    // A bare name is looked up on PATH, and the error says which.
+    let out = Command::new(WRAPPER)
+        .args(["run", "--", "winddown-no-such-program"])
+        .env("NOTIFY_SOCKET", &peer.path)
+        .env("PATH", "/nonexistent-bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    assert!(
+        stderr.contains("no such program (give a path, or put it on PATH: /nonexistent-bin)"),
         "{stderr}"
     );
 
