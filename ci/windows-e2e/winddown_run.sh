@@ -3,8 +3,9 @@
 # STOP_PENDING with growing checkpoints while the program drains → the program's marker shows the
 # console event it got (CTRL_C through AttachConsole) → STOPPED with its exit code, and the stop
 # report in the Event Log; then a stubborn program whose tree (grandchild included) the job
-# object ends at the stop timeout; then a service around a program that does not exist: STOPPED
-# with an error before RUNNING, and the cause in the Event Log.
+# object ends at the stop timeout; then a program that exits by itself (the service stops with its
+# code, and the grandchild it left is ended); then a service around a program that does not
+# exist: STOPPED with an error before RUNNING, and the cause in the Event Log.
 #
 # What Wine cannot show: CTRL_BREAK (refused, error 6, so the wrapper moves on to the next signal),
 # WM_CLOSE to a program's windows (stopprobe has none), PRESHUTDOWN (cannot be sent).
@@ -17,7 +18,7 @@ wine_proc_alive() {
 }
 
 e2e_winddown_run() {
-  local name=wrap-e2e stubborn=wrap-e2e-stubborn missing=wrap-e2e-missing
+  local name=wrap-e2e stubborn=wrap-e2e-stubborn missing=wrap-e2e-missing crashing=wrap-e2e-crash
   local exe="$WIN_TARGET/debug/winddown.exe" probe="$WIN_TARGET/debug/stopprobe.exe"
   local work="$WIN_TARGET/debug/wrap-e2e"
   local cli=(wine_q "$exe")
@@ -25,6 +26,7 @@ e2e_winddown_run() {
   "${cli[@]}" uninstall --name "$name" >/dev/null 2>&1 # leftovers of an interrupted run
   "${cli[@]}" uninstall --name "$stubborn" >/dev/null 2>&1
   "${cli[@]}" uninstall --name "$missing" >/dev/null 2>&1
+  "${cli[@]}" uninstall --name "$crashing" >/dev/null 2>&1
   rm -rf "$work"
   mkdir -p "$work"
 
@@ -96,6 +98,24 @@ e2e_winddown_run() {
   check "Event Log: the stop report (failed, the killed program's code 1, ctrl-c sent)" \
     event_logged "$stubborn stopped\. shutdown \(service stop \(SCM\)\): Failed in [0-9.]+ s .*, exit code 1.*ctrl-c sent to PROGRAM"
 
+  echo "-- a program that exits by itself with 3, leaving a grandchild: the service ends with it"
+  check "install the crashing one" grep_output "installed" "${cli[@]}" install --name "$crashing" \
+    --start manual --stop-timeout 3 --log-dir "$(win_path "$work/crash-logs")" \
+    -- "$(win_path "$probe")" --crash 3 --crash-after-ms 2500 --grandchild "$(win_path "$work/crash-gc")"
+  check "sc start" wine_q sc start "$crashing"
+  check "RUNNING" scm_wait_state "$crashing" RUNNING 20
+  for i in $(seq 50); do [[ -s $work/crash-gc ]] && break; sleep 0.1; done
+  check "its grandchild runs" wine_proc_alive "as-grandchild Z:.*wrap-e2e.crash-gc"
+  check "STOPPED by itself with the program's code as service-specific 3" \
+    scm_wait_status "$crashing" "STOPPED 0 0 1066 3" 20
+  sleep 0.5
+  check "the grandchild it left is gone" not wine_proc_alive "as-grandchild Z:.*wrap-e2e.crash-gc"
+  check "the report: exited by itself, the grandchild (1 process) killed, exit code 3" \
+    grep_output '"exited_by_itself":true,"signals":\[\].*"tree_killed":true,"program_killed":false,"killed_processes":1,"exit_code":3' \
+    cat "$work/crash-logs/$crashing.last-stop.json"
+  check "Event Log: the stop report (exit code 3, nothing to signal)" event_logged \
+    "$crashing stopped\. shutdown .*, exit code 3.*PROGRAM had exited \(code 3\): nothing to signal"
+
   echo "-- a service around a program that does not exist"
   check "install it (the program is looked for at start)" grep_output "installed" \
     "${cli[@]}" install --name "$missing" --start manual \
@@ -113,5 +133,6 @@ e2e_winddown_run() {
   check "uninstall" grep_output "removed" "${cli[@]}" uninstall --name "$name"
   check "uninstall the stubborn one" grep_output "removed" "${cli[@]}" uninstall --name "$stubborn"
   check "uninstall the missing one" grep_output "removed" "${cli[@]}" uninstall --name "$missing"
+  check "uninstall the crashing one" grep_output "removed" "${cli[@]}" uninstall --name "$crashing"
   check "sc no longer knows it" not wine_q sc query "$name"
 }
