@@ -537,3 +537,44 @@ fn a_second_interrupt_kills_the_tree_at_once() {
         took.as_secs_f64() * 1000.0
     );
 }
+
+/// The wrapper SIGKILLed, so that no drain can run: PROGRAM dies with it (`PR_SET_PDEATHSIG`),
+/// instead of running on as an orphan nobody will stop.
+#[test]
+fn program_dies_with_a_sigkilled_wrapper() {
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
+    let mut wrapper = wrapped(
+        &["--stop-timeout", "5"],
+        &["--ignore", "--started", path_str(&started)],
+    )
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let program: u32 = wait_for_file(&started, Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    // Long enough for the runtime's threads to have come and gone around the start.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(program), "PROGRAM died before the wrapper did");
+
+    let t0 = Instant::now();
+    signal(wrapper.id(), Signal::SIGKILL);
+    wrapper.wait().unwrap();
+    while alive(program) && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let survived = alive(program);
+    if survived {
+        signal(program, Signal::SIGKILL);
+    }
+    assert!(
+        !survived,
+        "PROGRAM (pid {program}) outlived the SIGKILLed wrapper by 3 s"
+    );
+    println!(
+        "figures: PROGRAM gone {:.1} ms after SIGKILL to the wrapper",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+}

@@ -1,5 +1,5 @@
-//! Windows: PROGRAM in a console of its own and in a job object. Every `unsafe` call of the
-//! crate is here, each with its `SAFETY` note.
+//! Windows: PROGRAM in a console of its own and in a job object. Every Windows `unsafe` call of
+//! the crate is here, each with its `SAFETY` note (the Unix one, `pre_exec`, is in `unix.rs`).
 //!
 //! - Start: `CREATE_NEW_CONSOLE | CREATE_SUSPENDED`, assigned to a job object with
 //!   `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`, then resumed: nothing PROGRAM starts can escape the job,
