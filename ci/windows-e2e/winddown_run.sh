@@ -5,7 +5,8 @@
 # report in the Event Log; then a stubborn program whose tree (grandchild included) the job
 # object ends at the stop timeout; then a program that exits by itself (the service stops with its
 # code, and the grandchild it left is ended); then a service around a program that does not
-# exist: STOPPED with an error before RUNNING, and the cause in the Event Log.
+# exist: STOPPED with an error before RUNNING, and the cause in the Event Log; and the wrapper
+# killed with SIGKILL from Linux: the job object (kill on close) ends PROGRAM and its grandchild.
 #
 # What Wine cannot show: CTRL_BREAK (refused, error 6, so the wrapper moves on to the next signal),
 # WM_CLOSE to a program's windows (stopprobe has none), PRESHUTDOWN (cannot be sent).
@@ -19,6 +20,7 @@ wine_proc_alive() {
 
 e2e_winddown_run() {
   local name=wrap-e2e stubborn=wrap-e2e-stubborn missing=wrap-e2e-missing crashing=wrap-e2e-crash
+  local orphan=wrap-e2e-orphan
   local exe="$WIN_TARGET/debug/winddown.exe" probe="$WIN_TARGET/debug/stopprobe.exe"
   local work="$WIN_TARGET/debug/wrap-e2e"
   local cli=(wine_q "$exe")
@@ -27,6 +29,7 @@ e2e_winddown_run() {
   "${cli[@]}" uninstall --name "$stubborn" >/dev/null 2>&1
   "${cli[@]}" uninstall --name "$missing" >/dev/null 2>&1
   "${cli[@]}" uninstall --name "$crashing" >/dev/null 2>&1
+  "${cli[@]}" uninstall --name "$orphan" >/dev/null 2>&1
   rm -rf "$work"
   mkdir -p "$work"
 
@@ -116,6 +119,21 @@ e2e_winddown_run() {
   check "Event Log: the stop report (exit code 3, nothing to signal)" event_logged \
     "$crashing stopped\. shutdown .*, exit code 3.*PROGRAM had exited \(code 3\): nothing to signal"
 
+  echo "-- the wrapper itself killed (no drain can run): the job object ends PROGRAM's tree"
+  check "install it" grep_output "installed" "${cli[@]}" install --name "$orphan" \
+    --start manual --stop-timeout 3 \
+    -- "$(win_path "$probe")" --ignore --grandchild "$(win_path "$work/orphan-gc")"
+  check "sc start" wine_q sc start "$orphan"
+  check "RUNNING" scm_wait_state "$orphan" RUNNING 20
+  for i in $(seq 50); do [[ -s $work/orphan-gc ]] && break; sleep 0.1; done
+  check "its grandchild runs" wine_proc_alive "as-grandchild Z:.*wrap-e2e.orphan-gc"
+  local wrapper_pid
+  wrapper_pid=$(pgrep -f "winddown.exe run --name $orphan ")
+  check "kill -9 the wrapper's process" kill -9 $wrapper_pid
+  for i in $(seq 50); do wine_proc_alive "Z:.*wrap-e2e.orphan-gc" >/dev/null || break; sleep 0.1; done
+  check "PROGRAM is gone" not wine_proc_alive "stopprobe.exe --ignore --grandchild Z:.*wrap-e2e.orphan-gc"
+  check "its grandchild is gone" not wine_proc_alive "as-grandchild Z:.*wrap-e2e.orphan-gc"
+
   echo "-- a service around a program that does not exist"
   check "install it (the program is looked for at start)" grep_output "installed" \
     "${cli[@]}" install --name "$missing" --start manual \
@@ -134,5 +152,8 @@ e2e_winddown_run() {
   check "uninstall the stubborn one" grep_output "removed" "${cli[@]}" uninstall --name "$stubborn"
   check "uninstall the missing one" grep_output "removed" "${cli[@]}" uninstall --name "$missing"
   check "uninstall the crashing one" grep_output "removed" "${cli[@]}" uninstall --name "$crashing"
+  # Wine's SCM still shows the killed service RUNNING (Windows marks it stopped when its process
+  # dies), and a stop through it fails ("pipe closed"): delete it directly.
+  check "sc delete the orphaned one" wine_q sc delete "$orphan"
   check "sc no longer knows it" not wine_q sc query "$name"
 }
