@@ -503,19 +503,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
 #[test]
 fn a_second_interrupt_kills_the_tree_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let started = dir.path().join("started");
-    let mut wrapper = wrapped(
-        &["--stop-timeout", "20"],
-        &["--ignore", "--started", path_str(&started)],
-    )
-    .stderr(Stdio::null())
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    let program: u32 = wait_for_file(&started, Duration::from_secs(10))
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut wrapper, program) = wrap_stubborn(dir.path(), "20");
     signal(wrapper.id(), Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -543,18 +531,7 @@ fn a_second_interrupt_kills_the_tree_at_once() {
 #[test]
 fn program_dies_with_a_sigkilled_wrapper() {
     let dir = tempfile::tempdir().unwrap();
-    let started = dir.path().join("started");
-    let mut wrapper = wrapped(
-        &["--stop-timeout", "5"],
-        &["--ignore", "--started", path_str(&started)],
-    )
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
-    let program: u32 = wait_for_file(&started, Duration::from_secs(10))
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut wrapper, program) = wrap_stubborn(dir.path(), "5");
     // Long enough for the runtime's threads to have come and gone around the start.
     std::thread::sleep(Duration::from_millis(500));
     assert!(alive(program), "PROGRAM died before the wrapper did");
@@ -577,4 +554,23 @@ fn program_dies_with_a_sigkilled_wrapper() {
         "figures: PROGRAM gone {:.1} ms after SIGKILL to the wrapper",
         t0.elapsed().as_secs_f64() * 1000.0
     );
+}
+
+/// The wrapper around a stopprobe that ignores stop signals, once that has started; returns the
+/// wrapper and PROGRAM's pid.
+fn wrap_stubborn(dir: &std::path::Path, stop_timeout: &str) -> (std::process::Child, u32) {
+    let started = dir.join("started");
+    let wrapper = wrapped(
+        &["--stop-timeout", stop_timeout],
+        &["--ignore", "--started", path_str(&started)],
+    )
+    .stderr(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let program = wait_for_file(&started, Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    (wrapper, program)
 }
