@@ -3,7 +3,7 @@
 # with `sc stop` while the load runs. The Go service stops on os.Interrupt (the CTRL_C the wrapper
 # sends on its console through AttachConsole) with http.Server.Shutdown, then writes and fsyncs
 # the id of every request it answered. Checked: RUNNING only once /healthz answers; STOP_PENDING
-# with growing checkpoints while two slow requests finish; STOPPED with code 0; every request a
+# with growing checkpoints while two slow (5 s) requests finish; STOPPED with code 0; every request a
 # client got an answer to is in the file; the stop report in the wrapper's log, its JSON file and
 # the Event Log.
 #
@@ -85,14 +85,14 @@ e2e_winddown_go() {
   check "/healthz answers" grep_output "200 OK" bash -c \
     "exec 3<>/dev/tcp/127.0.0.1/$port; printf 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3; cat <&3"
 
-  echo "-- load: 6 clients of 5 ms requests, 2 of 4 s requests; sc stop 1.5 s in"
+  echo "-- load: 6 clients of 5 ms requests, 2 of 5 s requests; sc stop 1.5 s in"
   local stopfile="$work/load/stop" pids=()
   for i in 1 2 3 4 5 6; do
     go_load_client "$port" "f$i" "" "$work/load/f$i" "$stopfile" 40 &
     pids+=($!)
   done
   for i in 1 2; do
-    go_load_client "$port" "s$i" 4000 "$work/load/s$i" "$stopfile" 40 &
+    go_load_client "$port" "s$i" 5000 "$work/load/s$i" "$stopfile" 40 &
     pids+=($!)
   done
   sleep 1.5
