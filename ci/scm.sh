@@ -66,6 +66,18 @@ scm_wait_state() {
   return 1
 }
 
+# Waits until the whole status line (`scm_status`) is STATUS, e.g. "STOPPED 0 0 1066 4", at most
+# SECONDS.
+scm_wait_status() {
+  local name=$1 want=$2 seconds=$3 start=$SECONDS
+  while ((SECONDS - start < seconds)); do
+    [[ "$(scm_status "$name")" == "$want" ]] && return 0
+    sleep 0.1
+  done
+  echo "$name did not reach \"$want\" within $seconds s; last: $(scm_status "$name")"
+  return 1
+}
+
 # Sends STOP and records every status until STOPPED (at most 60 s) into FILE, one
 # `STATE CHECKPOINT WAIT_HINT_MS WIN32 SPECIFIC` line per poll.
 scm_stop_and_watch() {

@@ -108,7 +108,7 @@ impl WrapperReport<'_> {
             file.write_all(b"\n")?;
             file.sync_all()?;
             std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(dir)?.sync_all()
+            sync_dir(dir)
         })();
         match written {
             Ok(()) => Some(path),
@@ -170,6 +170,18 @@ impl WrapperReport<'_> {
                 signals.join(", then ")
             },
         )
+    }
+}
+
+/// Makes the rename durable: the directory's entry is fsynced on Unix. Windows cannot open a
+/// directory as a file (access denied) and NTFS journals the rename itself.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    return std::fs::File::open(dir)?.sync_all();
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
     }
 }
 

@@ -278,7 +278,20 @@ fn bad_input_is_named_before_anything_reports_ready() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(127), "{stderr}");
     assert!(
-        stderr.contains("cannot start `/nonexistent/prog`: no such program"),
+        stderr.contains("cannot start `/nonexistent/prog`: no such program (no file at that path)"),
+        "{stderr}"
+    );
+    // A bare name is looked up on PATH, and the error says which.
+    let out = Command::new(WRAPPER)
+        .args(["run", "--", "winddown-no-such-program"])
+        .env("NOTIFY_SOCKET", &peer.path)
+        .env("PATH", "/nonexistent-bin")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(127), "{stderr}");
+    assert!(
+        stderr.contains("no such program (give a path, or put it on PATH: /nonexistent-bin)"),
         "{stderr}"
     );
 
@@ -490,19 +503,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_on_sigterm() {
 #[test]
 fn a_second_interrupt_kills_the_tree_at_once() {
     let dir = tempfile::tempdir().unwrap();
-    let started = dir.path().join("started");
-    let mut wrapper = wrapped(
-        &["--stop-timeout", "20"],
-        &["--ignore", "--started", path_str(&started)],
-    )
-    .stderr(Stdio::null())
-    .stdout(Stdio::null())
-    .spawn()
-    .unwrap();
-    let program: u32 = wait_for_file(&started, Duration::from_secs(10))
-        .trim()
-        .parse()
-        .unwrap();
+    let (mut wrapper, program) = wrap_stubborn(dir.path(), "20");
     signal(wrapper.id(), Signal::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     assert!(
@@ -523,4 +524,53 @@ fn a_second_interrupt_kills_the_tree_at_once() {
         "figures: second interrupt to wrapper gone: {:.0} ms",
         took.as_secs_f64() * 1000.0
     );
+}
+
+/// The wrapper SIGKILLed, so that no drain can run: PROGRAM dies with it (`PR_SET_PDEATHSIG`),
+/// instead of running on as an orphan nobody will stop.
+#[test]
+fn program_dies_with_a_sigkilled_wrapper() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut wrapper, program) = wrap_stubborn(dir.path(), "5");
+    // Long enough for the runtime's threads to have come and gone around the start.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(program), "PROGRAM died before the wrapper did");
+
+    let t0 = Instant::now();
+    signal(wrapper.id(), Signal::SIGKILL);
+    wrapper.wait().unwrap();
+    while alive(program) && t0.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let survived = alive(program);
+    if survived {
+        signal(program, Signal::SIGKILL);
+    }
+    assert!(
+        !survived,
+        "PROGRAM (pid {program}) outlived the SIGKILLed wrapper by 3 s"
+    );
+    println!(
+        "figures: PROGRAM gone {:.1} ms after SIGKILL to the wrapper",
+        t0.elapsed().as_secs_f64() * 1000.0
+    );
+}
+
+/// The wrapper around a stopprobe that ignores stop signals, once that has started; returns the
+/// wrapper and PROGRAM's pid.
+fn wrap_stubborn(dir: &std::path::Path, stop_timeout: &str) -> (std::process::Child, u32) {
+    let started = dir.join("started");
+    let wrapper = wrapped(
+        &["--stop-timeout", stop_timeout],
+        &["--ignore", "--started", path_str(&started)],
+    )
+    .stderr(Stdio::null())
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
+    let program = wait_for_file(&started, Duration::from_secs(10))
+        .trim()
+        .parse()
+        .unwrap();
+    (wrapper, program)
 }

@@ -121,7 +121,12 @@ fn describe(spec: &Spec, e: &io::Error) -> SpawnError {
             cwd.display()
         ));
     }
+    // A path names one file: PATH is not searched, so it is no help to mention it.
+    let is_path = std::path::Path::new(&spec.program).components().count() > 1;
     SpawnError(match e.kind() {
+        io::ErrorKind::NotFound if is_path => {
+            format!("cannot start `{program}`: no such program (no file at that path)")
+        }
         io::ErrorKind::NotFound => format!(
             "cannot start `{program}`: no such program (give a path, or put it on PATH: {})",
             std::env::var("PATH").unwrap_or_default()

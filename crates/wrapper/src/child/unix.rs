@@ -1,5 +1,10 @@
 //! Unix: a process group per PROGRAM, signals to the group, a reaper for every child (PROGRAM,
-//! and on Linux everything re-parented to the wrapper as child subreaper or PID 1).
+//! and on Linux everything re-parented to the wrapper as child subreaper or PID 1). On Linux
+//! PROGRAM also dies with the wrapper (`PR_SET_PDEATHSIG`), should the wrapper be SIGKILLed.
+//!
+//! The module's one `unsafe` is `Command::pre_exec`, for that `prctl`.
+
+#![allow(unsafe_code)]
 
 use std::collections::{HashMap, HashSet};
 use std::io;
@@ -47,7 +52,8 @@ pub(super) fn spawn(
     if spec.capture {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    let mut child = command.spawn()?;
+    die_with_wrapper(&mut command);
+    let mut child = spawn_from_lasting_thread(command)?;
     let pid = child.id();
     let out = child.stdout.take().map(|p| Box::new(p) as Pipe);
     let err = child.stderr.take().map(|p| Box::new(p) as Pipe);
@@ -63,6 +69,48 @@ pub(super) fn spawn(
         out,
         err,
     ))
+}
+
+/// On Linux, PROGRAM gets SIGKILL when the wrapper dies without its drain (SIGKILL, OOM kill):
+/// otherwise it would run on with nobody to stop it. Only PROGRAM: what it started lives on
+/// (under systemd, `KillMode=mixed` ends the rest of the cgroup). The kernel clears the setting
+/// when PROGRAM execs a set-user-ID program.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn die_with_wrapper(command: &mut Command) {
+    let wrapper = nix::unistd::getpid();
+    // SAFETY: the closure runs in the forked child before exec, where only async-signal-safe
+    // calls are allowed: it makes two system calls (prctl, getppid) and builds its error from an
+    // errno, without allocating or taking a lock.
+    unsafe {
+        command.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+            // The wrapper died between the fork and the prctl: no signal will come for it.
+            if nix::unistd::getppid() != wrapper {
+                return Err(Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn die_with_wrapper(_command: &mut Command) {}
+
+/// Forks PROGRAM from a thread that lives as long as the wrapper. `PR_SET_PDEATHSIG` fires when
+/// the *thread* that forked the child ends, not the process: a runtime thread (a blocking-pool
+/// thread idles out after 10 s) would take PROGRAM with it. This one is parked, never ended.
+fn spawn_from_lasting_thread(mut command: Command) -> io::Result<std::process::Child> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("program-parent".into())
+        .spawn(move || {
+            let _ = tx.send(command.spawn());
+            loop {
+                std::thread::park();
+            }
+        })?;
+    rx.recv()
+        .map_err(|_| io::Error::other("the thread that starts PROGRAM ended before it did"))?
 }
 
 /// On Linux, orphans of PROGRAM's tree are re-parented to the wrapper instead of init, so that

@@ -1,5 +1,5 @@
-//! Windows: PROGRAM in a console of its own and in a job object. Every `unsafe` call of the
-//! crate is here, each with its `SAFETY` note.
+//! Windows: PROGRAM in a console of its own and in a job object. Every Windows `unsafe` call of
+//! the crate is here, each with its `SAFETY` note (the Unix one, `pre_exec`, is in `unix.rs`).
 //!
 //! - Start: `CREATE_NEW_CONSOLE | CREATE_SUSPENDED`, assigned to a job object with
 //!   `JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE`, then resumed: nothing PROGRAM starts can escape the job,
@@ -14,7 +14,8 @@
 //!   delivered under Wine (error 6); real Windows delivers it only when PROGRAM leads a process
 //!   group, so an error here moves on to the next signal of the list.
 //! - `close`: `WM_CLOSE` to PROGRAM's top-level windows (`EnumWindows`); an error when it has none.
-//! - Kill: `TerminateJobObject`.
+//! - Kill: `TerminateJobObject`; the count of what was left leaves out the console host that
+//!   `CREATE_NEW_CONSOLE` puts in the job.
 
 #![allow(unsafe_code)]
 
@@ -31,13 +32,14 @@ use windows_sys::Win32::System::Console::{
     SetConsoleCtrlHandler,
 };
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
-    CreateToolhelp32Snapshot, TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
+    CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
+    TH32CS_SNAPTHREAD, THREADENTRY32, Thread32First, Thread32Next,
 };
 use windows_sys::Win32::System::JobObjects::{
     AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
-    JOBOBJECT_BASIC_ACCOUNTING_INFORMATION, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
-    JobObjectBasicAccountingInformation, JobObjectExtendedLimitInformation,
-    QueryInformationJobObject, SetInformationJobObject, TerminateJobObject,
+    JOBOBJECT_BASIC_PROCESS_ID_LIST, JOBOBJECT_EXTENDED_LIMIT_INFORMATION,
+    JobObjectBasicProcessIdList, JobObjectExtendedLimitInformation, QueryInformationJobObject,
+    SetInformationJobObject, TerminateJobObject,
 };
 use windows_sys::Win32::System::Threading::{
     CREATE_NEW_CONSOLE, CREATE_SUSPENDED, OpenThread, ResumeThread, THREAD_SUSPEND_RESUME,
@@ -247,23 +249,21 @@ impl Tree {
         Ok(())
     }
 
-    /// Terminates every process in the job; returns how many were alive.
+    /// Terminates every process in the job; returns how many of PROGRAM's tree were alive. The
+    /// console host (`conhost.exe`) of PROGRAM's console is in the job too (it is started for
+    /// `CREATE_NEW_CONSOLE`, and lives on while the wrapper stays attached): it is ended with the
+    /// job but not counted, or every stop would report a leftover process.
     pub(super) async fn kill(&self) -> usize {
-        let mut info = JOBOBJECT_BASIC_ACCOUNTING_INFORMATION::default();
-        // SAFETY: the pointer and size describe `info`; the job handle is valid.
-        let ok = unsafe {
-            QueryInformationJobObject(
-                raw(&self.job),
-                JobObjectBasicAccountingInformation,
-                (&raw mut info).cast(),
-                size_of::<JOBOBJECT_BASIC_ACCOUNTING_INFORMATION>() as u32,
-                std::ptr::null_mut(),
-            )
-        };
-        let alive = if ok != 0 {
-            info.ActiveProcesses as usize
-        } else {
-            1
+        let (alive, tree) = match self.job_processes() {
+            Ok(pids) => {
+                let hosts = console_hosts();
+                let tree = pids.iter().filter(|pid| !hosts.contains(pid)).count();
+                (pids.len(), tree)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list the job's processes; killing it anyway");
+                (1, 1)
+            }
         };
         if alive > 0 {
             // SAFETY: the job handle is valid.
@@ -271,6 +271,68 @@ impl Tree {
                 tracing::warn!(error = %io::Error::last_os_error(), "TerminateJobObject failed");
             }
         }
-        alive
+        tree
     }
+
+    /// The ids of the processes alive in the job.
+    fn job_processes(&self) -> io::Result<Vec<u32>> {
+        // The list's header is two u32 counts; its ids are ULONG_PTRs: a usize buffer keeps the
+        // alignment. 1024 ids is far more than a wrapped program's tree.
+        const IDS: usize = 1024;
+        let header = size_of::<JOBOBJECT_BASIC_PROCESS_ID_LIST>() / size_of::<usize>() - 1;
+        let mut buffer = vec![0usize; header + IDS];
+        // SAFETY: the pointer and size describe `buffer`, which is aligned for the list and lives
+        // across the call; the job handle is valid.
+        let ok = unsafe {
+            QueryInformationJobObject(
+                raw(&self.job),
+                JobObjectBasicProcessIdList,
+                buffer.as_mut_ptr().cast(),
+                (buffer.len() * size_of::<usize>()) as u32,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the call filled the header; `buffer` is aligned and large enough for it.
+        let list = unsafe { &*buffer.as_ptr().cast::<JOBOBJECT_BASIC_PROCESS_ID_LIST>() };
+        let listed = (list.NumberOfProcessIdsInList as usize).min(IDS);
+        Ok(buffer[header..header + listed]
+            .iter()
+            .map(|&pid| pid as u32)
+            .collect())
+    }
+}
+
+/// The ids of every `conhost.exe` running (a Toolhelp process snapshot); empty if it fails.
+fn console_hosts() -> Vec<u32> {
+    // SAFETY: plain flags; the handle returned is checked, then owned.
+    let snapshot = unsafe { CreateToolhelp32Snapshot(TH32CS_SNAPPROCESS, 0) };
+    if snapshot.is_null() || snapshot as isize == -1 {
+        return Vec::new();
+    }
+    // SAFETY: a fresh, valid handle that nothing else owns.
+    let snapshot = unsafe { OwnedHandle::from_raw_handle(snapshot) };
+    let mut entry = PROCESSENTRY32W {
+        dwSize: size_of::<PROCESSENTRY32W>() as u32,
+        ..Default::default()
+    };
+    let mut hosts = Vec::new();
+    // SAFETY: a valid snapshot handle and an entry whose dwSize is set.
+    let mut more = unsafe { Process32FirstW(raw(&snapshot), &mut entry) } != 0;
+    while more {
+        let len = entry
+            .szExeFile
+            .iter()
+            .position(|&c| c == 0)
+            .unwrap_or(entry.szExeFile.len());
+        let exe = String::from_utf16_lossy(&entry.szExeFile[..len]);
+        if exe.eq_ignore_ascii_case("conhost.exe") {
+            hosts.push(entry.th32ProcessID);
+        }
+        // SAFETY: as for Process32FirstW.
+        more = unsafe { Process32NextW(raw(&snapshot), &mut entry) } != 0;
+    }
+    hosts
 }

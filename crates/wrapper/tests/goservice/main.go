@@ -6,7 +6,8 @@
 //
 //	goservice -addr 127.0.0.1:8080 -out answered.txt
 //
-// GET /req?id=N answers "ok N" (after -delay); the id is recorded before the answer is written.
+// GET /req?id=N answers "ok N" after -delay (or after ms=M milliseconds, for a request still in
+// flight when the stop comes); the id is recorded before the answer is written.
 package main
 
 import (
@@ -18,6 +19,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -35,7 +37,11 @@ func main() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/req", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("id")
-		time.Sleep(*delay)
+		took := *delay
+		if ms, err := strconv.Atoi(r.URL.Query().Get("ms")); err == nil {
+			took = time.Duration(ms) * time.Millisecond
+		}
+		time.Sleep(took)
 		mu.Lock()
 		answered = append(answered, id)
 		mu.Unlock()
