@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 mod client;
+#[cfg(target_os = "linux")]
+mod forwarded;
 mod ledger;
 mod load;
 #[cfg(target_os = "linux")]
@@ -26,4 +28,6 @@ pub use load::{LoadOptions, replay_acked, retry_unknown, run_load};
 pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use record::{Parsed, RecordId, fnv1a64, make_payload, parse_payload};
 pub use rng::{Rng, seed_from_clock};
-pub use verify::{Report, Summary, check, verify};
+pub use verify::{Report, Summary, check, read_streams, verify};
+#[cfg(target_os = "linux")]
+pub use forwarded::{ForwardSummary, Postgres, check_forwarded, wait_caught_up};
