@@ -313,7 +313,9 @@ fn what_another_user_creates_belongs_to_that_user() {
         eprintln!("skipped: needs runuser (util-linux)");
         return;
     }
-    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("a nobody user");
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
     // The temporary directory is private to root; nobody must reach the mount point.
     let top = fx.mnt.parent().unwrap();
     fs::set_permissions(top, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -322,13 +324,29 @@ fn what_another_user_creates_belongs_to_that_user() {
     fs::create_dir(&home).unwrap();
     std::os::unix::fs::chown(&home, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
     let out = Command::new("runuser")
-        .args(["-u", "nobody", "--", "sh", "-c", "mkdir \"$1/d\" && echo x > \"$1/d/f\"", "sh"])
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "sh",
+            "-c",
+            "mkdir \"$1/d\" && echo x > \"$1/d/f\"",
+            "sh",
+        ])
         .arg(&home)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     use std::os::unix::fs::MetadataExt;
-    for path in [fx.backing.join("home/d"), fx.backing.join("home/d/f"), home.join("d/f")] {
+    for path in [
+        fx.backing.join("home/d"),
+        fx.backing.join("home/d/f"),
+        home.join("d/f"),
+    ] {
         let meta = fs::metadata(&path).unwrap();
         assert_eq!(
             (meta.uid(), meta.gid()),

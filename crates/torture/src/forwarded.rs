@@ -124,10 +124,7 @@ pub fn check_forwarded(
     }
     for (id, n) in &copies {
         for _ in 1..*n {
-            problem(
-                &mut s.duplicated,
-                format!("PostgreSQL holds {id:?} {n}×"),
-            );
+            problem(&mut s.duplicated, format!("PostgreSQL holds {id:?} {n}×"));
         }
     }
     // Against the local store: the same records at the same sequence numbers, no more, no less.
@@ -197,10 +194,17 @@ impl Postgres {
         let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
             .await
             .map_err(|e| {
+                let tls = ["require", "verify-ca", "verify-full"]
+                    .iter()
+                    .any(|mode| url.contains(&format!("sslmode={mode}")));
                 format!(
-                    "cannot connect to --forward-to to check it ({}); the check speaks plain TCP: \
-                     use sslmode=disable or prefer",
-                    crate::client::chain(&e)
+                    "cannot connect to the --forward-to PostgreSQL to check it: {}{}",
+                    crate::client::chain(&e),
+                    if tls {
+                        " (the check connects without TLS: give it sslmode=disable or prefer)"
+                    } else {
+                        ""
+                    }
                 )
             })?;
         tokio::spawn(connection);
@@ -213,7 +217,9 @@ impl Postgres {
         origin: &str,
         streams: &[String],
     ) -> Result<(BTreeMap<String, Vec<StoredRecord>>, u64), String> {
-        let err = |e: tokio_postgres::Error| format!("reading depot_records: {}", crate::client::chain(&e));
+        let err = |e: tokio_postgres::Error| {
+            format!("reading depot_records: {}", crate::client::chain(&e))
+        };
         let mut by_stream: BTreeMap<String, Vec<StoredRecord>> = BTreeMap::new();
         for row in self
             .client
@@ -274,13 +280,11 @@ mod tests {
     use crate::record::make_payload;
     use crate::rng::Rng;
 
+    type Streams = BTreeMap<String, Vec<StoredRecord>>;
+
     /// Stream `s` of three acknowledged records, as the local store holds them, and as jsonb
     /// gives them back (re-encoded: no longer the same text).
-    fn scenario() -> (
-        Ledger,
-        BTreeMap<String, Vec<StoredRecord>>,
-        BTreeMap<String, Vec<StoredRecord>>,
-    ) {
+    fn scenario() -> (Ledger, Streams, Streams) {
         let mut rng = Rng::new(5);
         let ids: Vec<RecordId> = (1..=3)
             .map(|n| RecordId {
@@ -289,7 +293,10 @@ mod tests {
                 n,
             })
             .collect();
-        let payloads: Vec<String> = ids.iter().map(|&id| make_payload(id, 8, &mut rng)).collect();
+        let payloads: Vec<String> = ids
+            .iter()
+            .map(|&id| make_payload(id, 8, &mut rng))
+            .collect();
         let ledger = Ledger {
             requests: vec![SentRequest {
                 stream: "s".into(),

@@ -95,17 +95,29 @@ impl PowercutReport {
 
     /// The running totals after `cuts`, with `current` the latest check of the data directory in
     /// use: a run stopped early still yields its figures from the last progress line.
-    fn so_far(&self, current: &Summary) -> String {
+    fn so_far(&self, current: &Summary, current_forward: &ForwardSummary) -> String {
         let mut summary = self.summary;
         summary.add(current);
-        format!(
+        let mut line = format!(
             "{} cuts, {} acked, {} lost, {} duplicated, {} failed starts",
             self.cuts,
             summary.acked,
             summary.lost,
             summary.duplicated,
             self.failed_starts.len()
-        )
+        );
+        if let Some(mut forward) = self.forward {
+            forward.add(current_forward);
+            line.push_str(&format!(
+                "; forwarded: {} acked, {} lost, {} duplicated, {} diverged, {} stalls",
+                forward.acked,
+                forward.lost,
+                forward.duplicated,
+                forward.diverged,
+                self.forward_stalls
+            ));
+        }
+        line
     }
 
     /// With forwarding, the line about PostgreSQL: `powercut forwarding: A acked, L lost, D
@@ -115,7 +127,13 @@ impl PowercutReport {
         Some(format!(
             "powercut forwarding: {} acked, {} lost, {} duplicated, {} diverged, {} undelivered, \
              {} rejected, {} stalls",
-            f.acked, f.lost, f.duplicated, f.diverged, f.undelivered, f.rejected, self.forward_stalls
+            f.acked,
+            f.lost,
+            f.duplicated,
+            f.diverged,
+            f.undelivered,
+            f.rejected,
+            self.forward_stalls
         ))
     }
 
@@ -259,8 +277,8 @@ const MIN_FREE_BYTES: u64 = 512 << 20;
 /// Refuses to go on when the work directory's file system is nearly full: a depot that cannot
 /// start for want of space (ENOSPC) is not a power-cut loss, and must not be counted as one.
 fn check_free_space(dir: &Path) -> Result<(), String> {
-    let stat = nix::sys::statvfs::statvfs(dir)
-        .map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    let stat =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
     let free = stat.blocks_available().saturating_mul(stat.fragment_size());
     if free < MIN_FREE_BYTES {
         return Err(format!(
@@ -407,8 +425,8 @@ pub async fn powercut(
             let mut check = crate::check(&ledger, &local);
             let mut forwarded = String::new();
             if let Some(pg) = &postgres {
-                let f = check_postgres(pg, &depot.client, &ledger, &local, &mut check.problems)
-                    .await?;
+                let f =
+                    check_postgres(pg, &depot.client, &ledger, &local, &mut check.problems).await?;
                 report.forward_stalls += u64::from(f.stalled);
                 last_forward = f.summary;
                 forwarded = format!("; in PostgreSQL: {}", f.summary);
@@ -416,7 +434,7 @@ pub async fn powercut(
             progress(&format!(
                 "round {round}: cut undid {cut}; after restart: {}{forwarded}; so far: {}",
                 check.summary,
-                report.so_far(&check.summary)
+                report.so_far(&check.summary, &last_forward)
             ));
             for p in check.problems {
                 if report.problems.len() < 20 {
