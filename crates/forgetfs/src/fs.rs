@@ -315,7 +315,7 @@ impl Filesystem for ForgetFs {
 
     fn mkdir(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -326,6 +326,7 @@ impl Filesystem for ForgetFs {
         let path = tri!(reply, self.child(&inner, parent, name));
         tri!(reply, fs::create_dir(&path).map_err(errno));
         let _ = fs::set_permissions(&path, fs::Permissions::from_mode(mode & !umask & 0o7777));
+        owned_by_caller(&path, req);
         inner.forgetting.created(parent.0, path.clone());
         let attr = tri!(reply, self.remember(&mut inner, path));
         reply.entry(&TTL, &attr, Generation(0));
@@ -584,7 +585,7 @@ impl Filesystem for ForgetFs {
 
     fn create(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
@@ -598,6 +599,7 @@ impl Filesystem for ForgetFs {
         let opened = self.open_file(&mut inner, &path, flags, Some(mode & !umask & 0o7777));
         let (fh, _) = tri!(reply, opened.map_err(errno));
         if !existed {
+            owned_by_caller(&path, req);
             inner.forgetting.created(parent.0, path.clone());
         }
         let attr = tri!(reply, self.remember(&mut inner, path));
@@ -660,5 +662,14 @@ impl ForgetFs {
         })();
         tri!(reply, result.map_err(errno));
         reply.ok();
+    }
+}
+
+/// Gives what `req`'s process created to its user and group, as the kernel would: forgetfs runs
+/// as root, so the backing file starts out root's (a server running as its own user then refuses
+/// its data directory). When forgetfs is not root the chown fails, and the file is its user's.
+fn owned_by_caller(path: &Path, req: &Request) {
+    if req.uid() != 0 || req.gid() != 0 {
+        let _ = std::os::unix::fs::chown(path, Some(req.uid()), Some(req.gid()));
     }
 }

@@ -143,8 +143,10 @@ impl Mount {
         config.mount_options = vec![
             MountOption::FSName("forgetfs".into()),
             MountOption::Subtype("forgetfs".into()),
-            MountOption::CUSTOM("allow_other".into()),
         ];
+        // Every user may use it (a database server runs as its own user): fuser's own check
+        // refuses other users' requests unless its ACL says so, whatever the mount options.
+        config.acl = fuser::SessionACL::All;
         // Several threads: a slow request (a large write) need not hold up every reader.
         config.n_threads = Some(4);
         let session = fuser::spawn_mount(fs, &target, &config).map_err(|source| Error::Mount {

@@ -301,3 +301,60 @@ fn bad_input_gets_a_clear_error() {
     assert!(matches!(err, Error::MountPointInUse { .. }), "{err}");
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+/// Found running PostgreSQL on forgetfs (ci/powercut-postgres.sh): forgetfs runs as root and
+/// created every file and directory as root, so a server running as its own user found its data
+/// directory owned by root and refused it. What a process creates must belong to that process's
+/// user and group, as on any file system.
+#[test]
+fn what_another_user_creates_belongs_to_that_user() {
+    let Some(fx) = fixture() else { return };
+    if Command::new("runuser").arg("--help").output().is_err() {
+        eprintln!("skipped: needs runuser (util-linux)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    // The temporary directory is private to root; nobody must reach the mount point.
+    let top = fx.mnt.parent().unwrap();
+    fs::set_permissions(top, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let _mount = fx.mount();
+    let home = fx.mnt.join("home");
+    fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(nobody.uid.as_raw()), Some(nobody.gid.as_raw())).unwrap();
+    let out = Command::new("runuser")
+        .args([
+            "-u",
+            "nobody",
+            "--",
+            "sh",
+            "-c",
+            "mkdir \"$1/d\" && echo x > \"$1/d/f\"",
+            "sh",
+        ])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::os::unix::fs::MetadataExt;
+    for path in [
+        fx.backing.join("home/d"),
+        fx.backing.join("home/d/f"),
+        home.join("d/f"),
+    ] {
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.uid(), meta.gid()),
+            (nobody.uid.as_raw(), nobody.gid.as_raw()),
+            "{} belongs to {}:{}",
+            path.display(),
+            meta.uid(),
+            meta.gid()
+        );
+    }
+}

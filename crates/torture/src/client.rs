@@ -309,6 +309,18 @@ impl Client {
         }
     }
 
+    /// `GET /v1/status`, as JSON.
+    pub async fn status(&self) -> Result<serde_json::Value, String> {
+        let reply = self
+            .send(Method::GET, "/v1/status", &[], Bytes::new())
+            .await
+            .map_err(|e| format!("GET /v1/status: {e}"))?;
+        if reply.status != StatusCode::OK {
+            return Err(format!("GET /v1/status: {}", reply.status));
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| format!("GET /v1/status: {e}"))
+    }
+
     /// `GET /readyz` answered `200`.
     pub async fn is_ready(&self) -> bool {
         matches!(
@@ -318,7 +330,7 @@ impl Client {
     }
 }
 
-fn chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut source = err.source();
     while let Some(cause) = source {

@@ -11,6 +11,8 @@
 #![warn(missing_docs)]
 
 mod client;
+#[cfg(target_os = "linux")]
+mod forwarded;
 mod ledger;
 mod load;
 #[cfg(target_os = "linux")]
@@ -20,10 +22,12 @@ mod rng;
 mod verify;
 
 pub use client::{Client, PostOutcome, Reply, SendError, StoredRecord};
+#[cfg(target_os = "linux")]
+pub use forwarded::{ForwardSummary, Postgres, check_forwarded, wait_caught_up};
 pub use ledger::{Ledger, Outcome, SentRequest};
 pub use load::{LoadOptions, replay_acked, retry_unknown, run_load};
 #[cfg(target_os = "linux")]
 pub use powercut::{PowercutOptions, PowercutReport, powercut};
 pub use record::{Parsed, RecordId, fnv1a64, make_payload, parse_payload};
 pub use rng::{Rng, seed_from_clock};
-pub use verify::{Report, Summary, check, verify};
+pub use verify::{Report, Summary, check, read_streams, verify};

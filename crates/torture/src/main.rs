@@ -33,7 +33,7 @@ struct Cli {
     #[arg(long, global = true)]
     ledger: Option<PathBuf>,
     /// Concurrent clients.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, global = true, default_value_t = 4)]
     clients: usize,
     /// How long to load (`500ms`, `30s`, `5m`). Without it and without --records: 10s.
     #[arg(long, value_parser = parse_duration)]
@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long)]
     records: Option<u64>,
     /// Fixes every choice of the run (default: from the clock; printed).
-    #[arg(long)]
+    #[arg(long, global = true)]
     seed: Option<u64>,
     /// Streams to spread the records over.
     #[arg(long, default_value_t = 4)]
@@ -286,6 +286,9 @@ async fn run_powercut(
         work.display()
     );
     println!("{}", report.line());
+    if let Some(line) = report.forward_line() {
+        println!("{line}");
+    }
     Ok(report.is_clean())
 }
 

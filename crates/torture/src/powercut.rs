@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{Client, Ledger, LoadOptions, Rng, Summary};
+use crate::{Client, ForwardSummary, Ledger, LoadOptions, Postgres, Rng, Summary};
 
 /// How to run the loop.
 #[derive(Debug, Clone)]
@@ -26,7 +26,8 @@ pub struct PowercutOptions {
     pub work_dir: PathBuf,
     /// `DEPOT_DURABILITY` (`full` or `off`).
     pub durability: String,
-    /// `DEPOT_FORWARD_TO`, if set.
+    /// `DEPOT_FORWARD_TO`, if set: then after each restart, once forwarding has caught up,
+    /// PostgreSQL's `depot_records` is checked too (a plain-TCP connection to this URL).
     pub forward_to: Option<String>,
     /// Tear the newest unsynced write at a 4 KiB boundary at each cut.
     pub tear: bool,
@@ -77,6 +78,10 @@ pub struct PowercutReport {
     pub during_stop: u64,
     /// Extra cuts made while depot started up after a cut.
     pub during_start: u64,
+    /// With forwarding: the last check of PostgreSQL for each data directory, summed.
+    pub forward: Option<ForwardSummary>,
+    /// With forwarding: checks after which forwarding had not caught up in time.
+    pub forward_stalls: u64,
 }
 
 impl PowercutReport {
@@ -88,9 +93,57 @@ impl PowercutReport {
         )
     }
 
-    /// Nothing lost, duplicated or otherwise wrong, and depot always started.
+    /// The running totals after `cuts`, with `current` the latest check of the data directory in
+    /// use: a run stopped early still yields its figures from the last progress line.
+    fn so_far(&self, current: &Summary, current_forward: &ForwardSummary) -> String {
+        let mut summary = self.summary;
+        summary.add(current);
+        let mut line = format!(
+            "{} cuts, {} acked, {} lost, {} duplicated, {} failed starts",
+            self.cuts,
+            summary.acked,
+            summary.lost,
+            summary.duplicated,
+            self.failed_starts.len()
+        );
+        if let Some(mut forward) = self.forward {
+            forward.add(current_forward);
+            line.push_str(&format!(
+                "; forwarded: {} acked, {} lost, {} duplicated, {} diverged, {} stalls",
+                forward.acked,
+                forward.lost,
+                forward.duplicated,
+                forward.diverged,
+                self.forward_stalls
+            ));
+        }
+        line
+    }
+
+    /// With forwarding, the line about PostgreSQL: `powercut forwarding: A acked, L lost, D
+    /// duplicated, …`.
+    pub fn forward_line(&self) -> Option<String> {
+        let f = self.forward?;
+        Some(format!(
+            "powercut forwarding: {} acked, {} lost, {} duplicated, {} diverged, {} undelivered, \
+             {} rejected, {} stalls",
+            f.acked,
+            f.lost,
+            f.duplicated,
+            f.diverged,
+            f.undelivered,
+            f.rejected,
+            self.forward_stalls
+        ))
+    }
+
+    /// Nothing lost, duplicated or otherwise wrong, depot always started, and (with forwarding)
+    /// PostgreSQL holds what the local store holds.
     pub fn is_clean(&self) -> bool {
-        self.summary.is_clean() && self.failed_starts.is_empty()
+        self.summary.is_clean()
+            && self.failed_starts.is_empty()
+            && self.forward.is_none_or(|f| f.is_clean())
+            && self.forward_stalls == 0
     }
 }
 
@@ -184,6 +237,61 @@ fn error_chain(err: &dyn std::error::Error) -> String {
     text
 }
 
+/// One check of PostgreSQL.
+struct ForwardCheck {
+    summary: ForwardSummary,
+    /// Forwarding had not caught up in time (the rows were checked all the same).
+    stalled: bool,
+}
+
+/// Waits for forwarding to catch up (up to a minute), then holds PostgreSQL's rows of this
+/// depot's origin against the ledger and the local store.
+async fn check_postgres(
+    pg: &Postgres,
+    client: &Client,
+    ledger: &Ledger,
+    local: &std::collections::BTreeMap<String, Vec<crate::StoredRecord>>,
+    problems: &mut Vec<String>,
+) -> Result<ForwardCheck, String> {
+    let (origin, stalled) = match crate::wait_caught_up(client, Duration::from_secs(60)).await {
+        Ok(origin) => (origin, false),
+        Err(e) => {
+            problems.push(e);
+            let status = client.status().await?;
+            let origin = status["forward"]["origin"]
+                .as_str()
+                .ok_or_else(|| format!("depot's status names no forwarding origin: {status}"))?
+                .to_owned();
+            (origin, true)
+        }
+    };
+    let streams: Vec<String> = ledger.streams().into_iter().collect();
+    let (rows, rejected) = pg.rows(&origin, &streams).await?;
+    let summary = crate::check_forwarded(ledger, local, &rows, rejected, problems);
+    Ok(ForwardCheck { summary, stalled })
+}
+
+/// Least free space in the work directory to begin a data directory with.
+const MIN_FREE_BYTES: u64 = 512 << 20;
+
+/// Refuses to go on when the work directory's file system is nearly full: a depot that cannot
+/// start for want of space (ENOSPC) is not a power-cut loss, and must not be counted as one.
+fn check_free_space(dir: &Path) -> Result<(), String> {
+    let stat =
+        nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs {}: {e}", dir.display()))?;
+    let free = stat.blocks_available().saturating_mul(stat.fragment_size());
+    if free < MIN_FREE_BYTES {
+        return Err(format!(
+            "only {} MiB free under {}; the loop needs {} MiB to go on (free some space, or pass \
+             --work-dir on a roomier file system)",
+            free >> 20,
+            dir.display(),
+            MIN_FREE_BYTES >> 20
+        ));
+    }
+    Ok(())
+}
+
 /// Runs the loop; `progress` gets one line per cut.
 pub async fn powercut(
     options: &PowercutOptions,
@@ -194,7 +302,15 @@ pub async fn powercut(
     let mut dir_index = 0;
     fs::create_dir_all(&options.work_dir)
         .map_err(|e| format!("create {}: {e}", options.work_dir.display()))?;
+    let postgres = match &options.forward_to {
+        Some(url) => {
+            report.forward = Some(ForwardSummary::default());
+            Some(Postgres::connect(url).await?)
+        }
+        None => None,
+    };
     while report.cuts < options.rounds {
+        check_free_space(&options.work_dir)?;
         let backing = options.work_dir.join(format!("backing-{dir_index}"));
         let mnt = options.work_dir.join(format!("mnt-{dir_index}"));
         let logs = options.work_dir.join(format!("logs-{dir_index}"));
@@ -216,6 +332,7 @@ pub async fn powercut(
         let mut depot = start(options, &data, log()).await?;
         let mut ledger = Ledger::default();
         let mut last = Summary::default();
+        let mut last_forward = ForwardSummary::default();
         let mut failed = false;
         for _ in 0..options.rounds_per_dir.min(options.rounds - report.cuts) {
             report.cuts += 1;
@@ -304,10 +421,20 @@ pub async fn powercut(
                 }
             };
             crate::retry_unknown(&depot.client, &mut ledger, 60, &mut rng).await;
-            let check = crate::verify(&depot.client, &ledger).await?;
+            let local = crate::read_streams(&depot.client, &ledger).await?;
+            let mut check = crate::check(&ledger, &local);
+            let mut forwarded = String::new();
+            if let Some(pg) = &postgres {
+                let f =
+                    check_postgres(pg, &depot.client, &ledger, &local, &mut check.problems).await?;
+                report.forward_stalls += u64::from(f.stalled);
+                last_forward = f.summary;
+                forwarded = format!("; in PostgreSQL: {}", f.summary);
+            }
             progress(&format!(
-                "round {round}: cut undid {cut}; after restart: {}",
-                check.summary
+                "round {round}: cut undid {cut}; after restart: {}{forwarded}; so far: {}",
+                check.summary,
+                report.so_far(&check.summary, &last_forward)
             ));
             for p in check.problems {
                 if report.problems.len() < 20 {
@@ -317,6 +444,9 @@ pub async fn powercut(
             last = check.summary;
         }
         report.summary.add(&last);
+        if let Some(f) = &mut report.forward {
+            f.add(&last_forward);
+        }
         if !failed {
             // A clean stop, so the data directory's mount can go.
             let _ = nix::sys::signal::kill(

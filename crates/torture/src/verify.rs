@@ -99,12 +99,20 @@ pub struct Report {
 
 /// Reads every stream of `ledger` back from the depot and checks it.
 pub async fn verify(client: &Client, ledger: &Ledger) -> Result<Report, String> {
+    Ok(check(ledger, &read_streams(client, ledger).await?))
+}
+
+/// Every record of every stream of `ledger`, as the depot serves them.
+pub async fn read_streams(
+    client: &Client,
+    ledger: &Ledger,
+) -> Result<BTreeMap<String, Vec<StoredRecord>>, String> {
     let mut stored = BTreeMap::new();
     for stream in ledger.streams() {
         let records = client.read_stream(&stream).await?;
         stored.insert(stream, records);
     }
-    Ok(check(ledger, &stored))
+    Ok(stored)
 }
 
 /// Holds the stored records of every stream (`stream → [(seq, text)]`, in the order served)

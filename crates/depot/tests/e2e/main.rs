@@ -12,6 +12,9 @@ mod loops;
 mod memory;
 mod observability;
 #[cfg(target_os = "linux")]
+#[path = "../pg/mod.rs"]
+mod pg;
+#[cfg(target_os = "linux")]
 mod powercut;
 mod security;
 mod support;

@@ -83,6 +83,62 @@ async fn power_cuts_lose_nothing_acknowledged_and_durability_off_is_seen_to_lose
     );
 }
 
+/// The loop with forwarding on: the outbox and its delivery cursor go through the cuts too, and
+/// after each restart, once the forwarder has caught up, PostgreSQL must hold every acknowledged
+/// record exactly once at its sequence number, and exactly what the local store holds. Two data
+/// directories (two origins), two cuts each. Skips without PostgreSQL unless
+/// `REQUIRE_POSTGRES_TESTS=1` (`bash ci/postgres.sh` installs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_cuts_with_forwarding_leave_postgres_holding_every_acknowledged_record_once() {
+    if !can_mount() {
+        return;
+    }
+    let Some(cluster) = crate::pg::PgCluster::start("powercut with forwarding") else {
+        return;
+    };
+    let _serial = support::serial().await;
+    let work = tempfile::tempdir().unwrap();
+    let seed = support::seed("powercut-forward");
+    let rounds = support::env_number("POWERCUT_FORWARD_ROUNDS", 4);
+    let mut options = PowercutOptions::new(
+        support::depot_bin().into(),
+        work.path().to_path_buf(),
+        rounds,
+        seed,
+    );
+    options.forward_to = Some(cluster.url());
+    options.rounds_per_dir = 2;
+    let report = powercut(&options, |line| eprintln!("powercut (forwarding): {line}"))
+        .await
+        .expect("the power-cut loop ran");
+    let forward = report.forward.expect("the loop checked PostgreSQL");
+    eprintln!(
+        "{}\n{} (seed {seed}); last checks: {}; in PostgreSQL: {forward}",
+        report.line(),
+        report.forward_line().unwrap(),
+        report.summary
+    );
+    assert!(
+        report.is_clean(),
+        "{}\n{:?}\n{:#?}\n{:#?}",
+        report.line(),
+        report.forward_line(),
+        report.problems,
+        report.failed_starts
+    );
+    assert!(forward.acked > 0, "{forward}");
+    assert_eq!(forward.acked, report.summary.acked, "{forward}");
+    assert_eq!(forward.verified, forward.acked, "{forward}");
+    // One origin per data directory.
+    let pg = cluster.client().await;
+    let origins: i64 = pg
+        .query_one("SELECT count(DISTINCT origin) FROM depot_records", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(origins as u64, rounds.div_ceil(2));
+}
+
 /// Finding of the power-cut loop: the shutdown report (`last-shutdown.json`) was written through a
 /// rename that nothing made durable, so a power cut after a clean stop brought back the report of
 /// the stop before — depot then served an old report as the last one, beside a clean-shutdown
