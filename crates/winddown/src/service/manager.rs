@@ -51,8 +51,11 @@ pub trait ServiceManager: Send + Sync {
     /// Starts service `name` and returns its status once the manager says it started.
     fn start(&self, name: &str, progress: Progress<'_>) -> Result<Status, ServiceError>;
 
-    /// Stops service `name`, following its drain for at most `timeout` where the manager lets
-    /// the caller wait (systemd waits by itself, up to the unit's `TimeoutStopSec`).
+    /// Stops service `name`, following its drain for at most `timeout` and passing its progress
+    /// to `progress` (the SCM's checkpoints, systemd's `STATUS=` lines, launchd's wait); returns
+    /// the status it reached. Under systemd and launchd a service still stopping at `timeout` is
+    /// not an error: a last progress line says so, with its state (the SCM's backend fails with
+    /// its timeout error).
     fn stop(
         &self,
         name: &str,
@@ -354,19 +357,25 @@ impl ServiceManager for Systemd {
         self.status(name)
     }
 
+    /// `systemctl stop --no-block`, then follows the unit, passing on each new `STATUS=` line
+    /// of its drain, until it is inactive or failed, or `timeout`.
     fn stop(
         &self,
         name: &str,
-        _timeout: Duration,
+        timeout: Duration,
         progress: Progress<'_>,
     ) -> Result<Status, ServiceError> {
-        // `systemctl stop` waits for the drain itself, up to the unit's TimeoutStopSec.
+        let unit = systemd::unit_name(name);
+        systemd::request_stop(name, &self.options)?;
         progress(&format!(
-            "stopping {}: systemctl waits for its drain",
-            systemd::unit_name(name)
+            "stopping {unit} (systemctl stop --no-block); following its drain for up to {:.0} s",
+            timeout.as_secs_f64()
         ));
-        systemd::stop(name, &self.options)?;
-        self.status(name)
+        follow_stop(timeout, progress, |_| {
+            let s = systemd::status(name, &self.options)?;
+            let line = s.status_text.as_ref().map(|text| format!("{unit}: {text}"));
+            Ok((unit_status(name, &s), line))
+        })
     }
 
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
@@ -398,8 +407,45 @@ impl Launchd {
     }
 }
 
-/// How often [`Launchd::stop`] asks whether the job has exited.
-const LAUNCHD_POLL: Duration = Duration::from_millis(200);
+/// How often a stop is followed: [`Launchd::stop`] asks whether the job has exited,
+/// [`Systemd::stop`] reads the unit's state and status line.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Follows a stop already asked for: `read` (given the time since the start) returns the
+/// service's status and a line for a person, every [`FOLLOW_POLL`], until the service is neither
+/// running nor stopping, or `timeout` has passed. Each line unlike the one before goes to
+/// `progress`; at the timeout a last line says that the service had not stopped, with its state.
+/// Returns the last status read.
+fn follow_stop(
+    timeout: Duration,
+    progress: Progress<'_>,
+    mut read: impl FnMut(Duration) -> Result<(Status, Option<String>), ServiceError>,
+) -> Result<Status, ServiceError> {
+    let started = Instant::now();
+    let mut last: Option<String> = None;
+    loop {
+        let elapsed = started.elapsed();
+        let (status, line) = read(elapsed)?;
+        if let Some(line) = line
+            && last.as_ref() != Some(&line)
+        {
+            progress(&line);
+            last = Some(line);
+        }
+        if !matches!(status.state, State::Running | State::Stopping) {
+            return Ok(status);
+        }
+        if elapsed >= timeout {
+            progress(&format!(
+                "not stopped after {:.1} s; no longer following it (its manager goes on \
+                 stopping it): {status}",
+                elapsed.as_secs_f64()
+            ));
+            return Ok(status);
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
 
 impl ServiceManager for Launchd {
     fn manager(&self) -> &'static str {
@@ -458,19 +504,17 @@ impl ServiceManager for Launchd {
         progress: Progress<'_>,
     ) -> Result<Status, ServiceError> {
         launchd::stop(name, &self.options)?;
-        let started = Instant::now();
-        loop {
+        follow_stop(timeout, progress, |elapsed| {
             let status = self.status(name)?;
-            if status.state != State::Running || started.elapsed() >= timeout {
-                return Ok(status);
-            }
-            progress(&format!(
-                "{name}: still running (PID {}), {:.1} s into its drain",
-                status.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
-                started.elapsed().as_secs_f64()
-            ));
-            std::thread::sleep(LAUNCHD_POLL);
-        }
+            let line = (status.state == State::Running).then(|| {
+                format!(
+                    "{name}: still running (PID {}), {:.1} s into its drain",
+                    status.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                    elapsed.as_secs_f64()
+                )
+            });
+            Ok((status, line))
+        })
     }
 
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
