@@ -32,26 +32,30 @@ impl Backend {
 #[cfg(unix)]
 type Factory = fn(root: &Path, definitions: &Path) -> Backend;
 
+/// A stand-in `program` in `root`: a shell script that records its arguments in `root/argv`,
+/// then runs `body` with `$D` set to `root`.
 #[cfg(unix)]
-fn script(path: &Path, text: &str) {
+fn stand_in(root: &Path, program: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = root.join(program);
+    let text = format!(
+        "#!/bin/sh\nD='{}'\nprintf '%s\\n' \"$*\" >> \"$D/argv\"\n{body}",
+        root.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 /// systemd with a stand-in `systemctl`: `start`/`stop` set the state, `show` reports it, and the
 /// unit is `loaded` while its file exists.
 #[cfg(unix)]
 fn systemd(root: &Path, definitions: &Path) -> Backend {
-    let fake = root.join("systemctl");
-    let argv = root.join("argv");
-    script(
-        &fake,
+    let fake = stand_in(
+        root,
+        "systemctl",
         &format!(
-            r#"#!/bin/sh
-D='{root}'
-printf '%s\n' "$*" >> "$D/argv"
-case "$1" in
+            r#"case "$1" in
   start) echo running > "$D/state" ;;
   stop) echo stopped > "$D/state" ;;
   show)
@@ -63,10 +67,10 @@ case "$1" in
     fi ;;
 esac
 "#,
-            root = root.display(),
             defs = definitions.display()
         ),
     );
+    let argv = root.join("argv");
     let mut manager = winddown::service::Systemd::with_systemctl(&fake);
     manager.options = manager.options.unit_dir(definitions);
     Backend {
@@ -80,29 +84,23 @@ esac
 /// `kickstart` runs it, `kill` stops it, `bootout` unloads it; `print` fails for a job not loaded.
 #[cfg(unix)]
 fn launchd(root: &Path, definitions: &Path) -> Backend {
-    let fake = root.join("launchctl");
-    let argv = root.join("argv");
-    script(
-        &fake,
-        &format!(
-            r#"#!/bin/sh
-D='{root}'
-printf '%s\n' "$*" >> "$D/argv"
-case "$1" in
+    let fake = stand_in(
+        root,
+        "launchctl",
+        r#"case "$1" in
   bootstrap|kickstart) echo running > "$D/state" ;;
   kill) echo stopped > "$D/state" ;;
   bootout) rm -f "$D/state" ;;
   print)
     case "$(cat "$D/state" 2>/dev/null)" in
-      running) printf '%s = {{\n\tstate = running\n\tpid = 4242\n}}\n' "$2" ;;
-      stopped) printf '%s = {{\n\tstate = not running\n}}\n' "$2" ;;
+      running) printf '%s = {\n\tstate = running\n\tpid = 4242\n}\n' "$2" ;;
+      stopped) printf '%s = {\n\tstate = not running\n}\n' "$2" ;;
       *) echo "Could not find service \"$2\" in domain for system" >&2; exit 113 ;;
     esac ;;
 esac
 "#,
-            root = root.display()
-        ),
     );
+    let argv = root.join("argv");
     let mut manager = winddown::service::Launchd::with_launchctl(&fake);
     manager.options = manager
         .options
@@ -377,21 +375,17 @@ fn systemd_following(root: &Path, answers: &[(&str, &str, &str)]) -> winddown::s
         )
         .unwrap();
     }
-    let fake = root.join("systemctl");
-    script(
-        &fake,
+    let fake = stand_in(
+        root,
+        "systemctl",
         &format!(
-            r#"#!/bin/sh
-D='{root}'
-printf '%s\n' "$*" >> "$D/argv"
-case "$1" in
+            r#"case "$1" in
   show)
     n=$(cat "$D/n" 2>/dev/null || echo 0)
     if [ -e "$D/show.$n" ]; then echo $((n + 1)) > "$D/n"; else n={last}; fi
     cat "$D/show.$n" ;;
 esac
 "#,
-            root = root.display(),
             last = answers.len() - 1
         ),
     );

@@ -119,6 +119,15 @@ pub struct Status {
 }
 
 impl Status {
+    fn not_installed(name: &str) -> Status {
+        Status {
+            name: name.to_owned(),
+            state: State::NotInstalled,
+            pid: None,
+            detail: String::new(),
+        }
+    }
+
     /// The exit status a `status` command returns: 0 running, 3 otherwise (as `systemctl
     /// status` and LSB init scripts do).
     pub fn exit_code(&self) -> i32 {
@@ -290,6 +299,30 @@ impl Systemd {
     }
 }
 
+/// An install that writes a definition file (systemd's unit, launchd's property list) at
+/// `path` through `write`: [`Outcome::Updated`] when one was there, and a summary naming the file
+/// and what else was `done`.
+fn install_file(
+    spec: &ServiceSpec,
+    path: &std::path::Path,
+    write: impl FnOnce() -> Result<PathBuf, ServiceError>,
+    done: &str,
+) -> Result<Installed, ServiceError> {
+    let existed = path.exists();
+    let path = write()?;
+    Ok(Installed {
+        name: spec.name.clone(),
+        summary: format!("installed {} {done}", path.display()),
+        definition: Some(path),
+        outcome: if existed {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        },
+        warnings: Vec::new(),
+    })
+}
+
 fn unit_status(name: &str, s: &systemd::UnitStatus) -> Status {
     let state = if !s.is_installed() {
         State::NotInstalled
@@ -321,19 +354,12 @@ impl ServiceManager for Systemd {
     }
 
     fn install(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
-        let existed = systemd::unit_path(&spec.name, &self.options).exists();
-        let path = systemd::install(spec, &self.options)?;
-        Ok(Installed {
-            name: spec.name.clone(),
-            summary: format!("installed {} and enabled it", path.display()),
-            definition: Some(path),
-            outcome: if existed {
-                Outcome::Updated
-            } else {
-                Outcome::Created
-            },
-            warnings: Vec::new(),
-        })
+        install_file(
+            spec,
+            &systemd::unit_path(&spec.name, &self.options),
+            || systemd::install(spec, &self.options),
+            "and enabled it",
+        )
     }
 
     fn update(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
@@ -457,22 +483,12 @@ impl ServiceManager for Launchd {
     }
 
     fn install(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
-        let existed = launchd::plist_path(&spec.name, &self.options).exists();
-        let path = launchd::install(spec, &self.options)?;
-        Ok(Installed {
-            name: spec.name.clone(),
-            summary: format!(
-                "installed {} and loaded it (it starts at load)",
-                path.display()
-            ),
-            definition: Some(path),
-            outcome: if existed {
-                Outcome::Updated
-            } else {
-                Outcome::Created
-            },
-            warnings: Vec::new(),
-        })
+        install_file(
+            spec,
+            &launchd::plist_path(&spec.name, &self.options),
+            || launchd::install(spec, &self.options),
+            "and loaded it (it starts at load)",
+        )
     }
 
     fn update(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
@@ -519,12 +535,7 @@ impl ServiceManager for Launchd {
 
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
         if !launchd::plist_path(name, &self.options).exists() {
-            return Ok(Status {
-                name: name.to_owned(),
-                state: State::NotInstalled,
-                pid: None,
-                detail: String::new(),
-            });
+            return Ok(Status::not_installed(name));
         }
         let s = launchd::status(name, &self.options)?;
         let state = match s.state.as_str() {
@@ -705,12 +716,7 @@ impl ServiceManager for Scm {
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
         match scm::status(name) {
             Ok(info) => Ok(scm_status(&info)),
-            Err(scm::ManageError::NotInstalled { .. }) => Ok(Status {
-                name: name.to_owned(),
-                state: State::NotInstalled,
-                pid: None,
-                detail: String::new(),
-            }),
+            Err(scm::ManageError::NotInstalled { .. }) => Ok(Status::not_installed(name)),
             Err(e) => Err(e.into()),
         }
     }
