@@ -3,7 +3,7 @@
 //! ([`scm`]).
 //!
 //! The host-independent surface — [`run`], [`Host`], [`HostOptions`], [`HostKind`],
-//! [`HostHooks`], [`Liveness`] — is at the crate root.
+//! [`HostHooks`], [`Liveness`](crate::Liveness) — is at the crate root.
 //!
 //! [`run`] picks the host the process was started by — the Windows Service Control Manager,
 //! systemd (`$NOTIFY_SOCKET`), or a console — wires that host's stop sources into a
@@ -22,5 +22,4 @@ pub mod systemd;
 #[cfg(windows)]
 mod windows;
 
-pub(crate) use liveness::Liveness;
 pub(crate) use program::*;

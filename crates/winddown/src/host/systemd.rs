@@ -68,7 +68,8 @@ use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use super::{AppError, Host, HostHooks, HostKind, Liveness};
+use super::liveness::Liveness;
+use super::{AppError, Host, HostHooks, HostKind};
 use crate::progress::{Progress, ProgressEvent, Reporter};
 use crate::report::{Outcome, ShutdownReport};
 use crate::shutdown::Shutdown;
