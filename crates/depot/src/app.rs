@@ -16,8 +16,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use winddown::AppError;
 use winddown::commit::{CommitConfig, GroupCommit, WhenFull};
-use winddown::host::AppError;
 use winddown::instance::Instance;
 use winddown::{DrainPlan, Host, Phase, ShutdownReport, Stage, TempArea};
 

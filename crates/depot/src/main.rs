@@ -225,7 +225,7 @@ fn init_logs(config: &Config) {
     // A Windows service has no console: its log goes to depot.log in its data directory (the
     // Event Log gets the lifecycle events from winddown's host).
     let (writer, to_terminal) =
-        match winddown::host::started_by_scm().then(|| open_service_log(&config.data_dir)) {
+        match winddown::started_by_scm().then(|| open_service_log(&config.data_dir)) {
             Some(Ok(file)) => (BoxMakeWriter::new(Mutex::new(file)), false),
             _ => (
                 BoxMakeWriter::new(std::io::stderr),

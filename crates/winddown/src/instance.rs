@@ -41,9 +41,9 @@ use crate::progress::{Progress, ProgressEvent, Reporter};
 use crate::report::ShutdownReport;
 
 /// The progress file's name.
-pub const PROGRESS_FILE: &str = "shutdown.progress.jsonl";
+pub(crate) const PROGRESS_FILE: &str = "shutdown.progress.jsonl";
 /// The last shutdown report's name.
-pub const LAST_SHUTDOWN_FILE: &str = "last-shutdown.json";
+pub(crate) const LAST_SHUTDOWN_FILE: &str = "last-shutdown.json";
 
 /// What a running instance says about itself (`{name}.running.json`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -189,12 +189,12 @@ impl Instance {
         self.dir.join(format!("{}.running.json", self.name))
     }
 
-    /// The progress file: [`PROGRESS_FILE`].
+    /// The progress file: `shutdown.progress.jsonl`.
     pub fn progress_path(&self) -> PathBuf {
         self.dir.join(PROGRESS_FILE)
     }
 
-    /// The last report: [`LAST_SHUTDOWN_FILE`].
+    /// The last report: `last-shutdown.json`.
     pub fn last_shutdown_path(&self) -> PathBuf {
         self.dir.join(LAST_SHUTDOWN_FILE)
     }
@@ -415,7 +415,7 @@ impl Reporter for ProgressFile {
 
 /// One progress report as a line for a person: `phase 2/5 flush — 1.2 s left: 300 of 1000`, or,
 /// when a phase ended, `phase 2/5 flush: done`.
-pub fn progress_line(p: &Progress) -> String {
+pub(crate) fn progress_line(p: &Progress) -> String {
     let Some(phase) = &p.phase else {
         return format!("stopping ({})", p.reason.as_str());
     };

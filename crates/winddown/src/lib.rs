@@ -66,7 +66,11 @@ mod tasks;
 pub mod testing;
 
 pub use guard::{LockError, LockFile, TempArea};
-pub use host::{ForceAction, Host, HostHooks, HostKind, HostOptions, run};
+pub use host::liveness::{Heartbeat, Liveness, Stale};
+pub use host::program::{
+    AppError, ForceAction, Host, HostHooks, HostKind, HostOptions, STOP_BUDGET_ENV, run,
+    started_by_scm,
+};
 pub use plan::{Criticality, DrainPlan, Phase, PhaseContext, PhaseError, Stage, drain};
 pub use progress::{NoProgress, PhaseProgress, Progress, ProgressEvent, Reporter};
 pub use reason::{Budgets, CustomStop, DrainMode, StopReason, StopSender};

@@ -32,26 +32,30 @@ impl Backend {
 #[cfg(unix)]
 type Factory = fn(root: &Path, definitions: &Path) -> Backend;
 
+/// A stand-in `program` in `root`: a shell script that records its arguments in `root/argv`,
+/// then runs `body` with `$D` set to `root`.
 #[cfg(unix)]
-fn script(path: &Path, text: &str) {
+fn stand_in(root: &Path, program: &str, body: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = root.join(program);
+    let text = format!(
+        "#!/bin/sh\nD='{}'\nprintf '%s\\n' \"$*\" >> \"$D/argv\"\n{body}",
+        root.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
 }
 
 /// systemd with a stand-in `systemctl`: `start`/`stop` set the state, `show` reports it, and the
 /// unit is `loaded` while its file exists.
 #[cfg(unix)]
 fn systemd(root: &Path, definitions: &Path) -> Backend {
-    let fake = root.join("systemctl");
-    let argv = root.join("argv");
-    script(
-        &fake,
+    let fake = stand_in(
+        root,
+        "systemctl",
         &format!(
-            r#"#!/bin/sh
-D='{root}'
-printf '%s\n' "$*" >> "$D/argv"
-case "$1" in
+            r#"case "$1" in
   start) echo running > "$D/state" ;;
   stop) echo stopped > "$D/state" ;;
   show)
@@ -63,10 +67,10 @@ case "$1" in
     fi ;;
 esac
 "#,
-            root = root.display(),
             defs = definitions.display()
         ),
     );
+    let argv = root.join("argv");
     let mut manager = winddown::service::Systemd::with_systemctl(&fake);
     manager.options = manager.options.unit_dir(definitions);
     Backend {
@@ -80,29 +84,23 @@ esac
 /// `kickstart` runs it, `kill` stops it, `bootout` unloads it; `print` fails for a job not loaded.
 #[cfg(unix)]
 fn launchd(root: &Path, definitions: &Path) -> Backend {
-    let fake = root.join("launchctl");
-    let argv = root.join("argv");
-    script(
-        &fake,
-        &format!(
-            r#"#!/bin/sh
-D='{root}'
-printf '%s\n' "$*" >> "$D/argv"
-case "$1" in
+    let fake = stand_in(
+        root,
+        "launchctl",
+        r#"case "$1" in
   bootstrap|kickstart) echo running > "$D/state" ;;
   kill) echo stopped > "$D/state" ;;
   bootout) rm -f "$D/state" ;;
   print)
     case "$(cat "$D/state" 2>/dev/null)" in
-      running) printf '%s = {{\n\tstate = running\n\tpid = 4242\n}}\n' "$2" ;;
-      stopped) printf '%s = {{\n\tstate = not running\n}}\n' "$2" ;;
+      running) printf '%s = {\n\tstate = running\n\tpid = 4242\n}\n' "$2" ;;
+      stopped) printf '%s = {\n\tstate = not running\n}\n' "$2" ;;
       *) echo "Could not find service \"$2\" in domain for system" >&2; exit 113 ;;
     esac ;;
 esac
 "#,
-            root = root.display()
-        ),
     );
+    let argv = root.join("argv");
     let mut manager = winddown::service::Launchd::with_launchctl(&fake);
     manager.options = manager
         .options
@@ -181,38 +179,20 @@ fn install_update_uninstall(backend: &Backend, name: &str) {
     }
 }
 
+/// The life of a running service through the trait — install, start, status, stop, uninstall —
+/// with the same expectations for every backend ([`install_update_uninstall`] checks what is
+/// installed).
 #[cfg(unix)]
-/// The whole life of a service through the trait: render, install, reinstall, start, status,
-/// stop, uninstall — with the same expectations for every backend.
 fn lifecycle(backend: &Backend) {
     let m = &backend.manager;
     let name = "conformance";
     let spec = spec(name);
-    let rendered = m.render(&spec).unwrap();
-    assert!(
-        rendered.contains("/usr/local/bin/conformance-probe") && rendered.contains("8080"),
-        "{}: {rendered}",
+    assert_eq!(
+        m.install(&spec).unwrap().outcome,
+        Outcome::Created,
+        "{}",
         m.manager()
     );
-
-    assert!(!m.is_installed(name));
-    assert_eq!(m.status(name).unwrap().state, State::NotInstalled);
-
-    let installed = m.install(&spec).unwrap();
-    assert_eq!(installed.outcome, Outcome::Created, "{}", m.manager());
-    assert_eq!(installed.name, name);
-    if let Some(dir) = &backend.definitions {
-        let path = installed.definition.clone().expect("a definition file");
-        assert_eq!(the_only_file(dir), path);
-        // What is installed is what render shows.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), rendered);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o644, "{}", path.display());
-        }
-    }
     assert!(m.is_installed(name));
 
     let again = m.update(&spec).unwrap();
@@ -313,7 +293,7 @@ fn every_backend_installs_runs_and_removes_a_service_the_same_way() {
                     "daemon-reload",
                     "enable conformance.service",
                     "start conformance.service",
-                    "stop conformance.service",
+                    "stop --no-block conformance.service",
                     "disable conformance.service",
                 ] {
                     assert!(calls.lines().any(|l| l == call), "{call}: {calls}");
@@ -379,6 +359,109 @@ fn a_read_only_definition_directory_names_the_reason() {
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+/// systemd with a stand-in `systemctl` whose `show` answers, call after call, with the next of
+/// `answers` (`ActiveState`, `SubState`, `StatusText`), the last one for ever after.
+#[cfg(unix)]
+fn systemd_following(root: &Path, answers: &[(&str, &str, &str)]) -> winddown::service::Systemd {
+    for (i, (active, sub, text)) in answers.iter().enumerate() {
+        std::fs::write(
+            root.join(format!("show.{i}")),
+            format!(
+                "LoadState=loaded\nActiveState={active}\nSubState={sub}\nMainPID=4242\n\
+                 StatusText={text}\nResult=success\n"
+            ),
+        )
+        .unwrap();
+    }
+    let fake = stand_in(
+        root,
+        "systemctl",
+        &format!(
+            r#"case "$1" in
+  show)
+    n=$(cat "$D/n" 2>/dev/null || echo 0)
+    if [ -e "$D/show.$n" ]; then echo $((n + 1)) > "$D/n"; else n={last}; fi
+    cat "$D/show.$n" ;;
+esac
+"#,
+            last = answers.len() - 1
+        ),
+    );
+    winddown::service::Systemd::with_systemctl(&fake)
+}
+
+/// `stop` under systemd asks without blocking (`systemctl stop --no-block`), then passes on
+/// each new `STATUS=` line of the drain once, in order, and returns the stopped state.
+#[cfg(unix)]
+#[test]
+fn systemd_stop_follows_the_drain_through_the_units_status_line() {
+    let root = tempfile::tempdir().unwrap();
+    let budget = "stopping (SIGTERM): 30.0 s budget";
+    let flush = "stopping (SIGTERM): phase 2/3 flush \"flush journal\": 40% flushed, 2.1 s left";
+    let done = "stopped: clean in 0.84 s (SIGTERM, exit code 0)";
+    let m = systemd_following(
+        root.path(),
+        &[
+            ("active", "running", "serving"),
+            ("deactivating", "stop-sigterm", budget),
+            ("deactivating", "stop-sigterm", budget),
+            ("deactivating", "stop-sigterm", flush),
+            ("inactive", "dead", done),
+        ],
+    );
+    let mut lines = Vec::new();
+    let status = m
+        .stop("depot", Duration::from_secs(30), &mut |l| {
+            lines.push(l.to_owned())
+        })
+        .unwrap();
+    assert_eq!(status.state, State::Stopped, "{status}");
+    let argv = std::fs::read_to_string(root.path().join("argv")).unwrap();
+    assert_eq!(argv.lines().next(), Some("stop --no-block depot.service"));
+    assert_eq!(argv.lines().filter(|l| l.starts_with("show")).count(), 5);
+    assert!(lines[0].starts_with("stopping depot.service (systemctl stop --no-block)"));
+    assert_eq!(
+        lines[1..],
+        ["serving", budget, flush, done].map(|l| format!("depot.service: {l}")),
+    );
+}
+
+/// A unit still draining at the timeout: `stop` stops following after about that long, says so
+/// with the unit's state, and returns that state (systemd goes on stopping it).
+#[cfg(unix)]
+#[test]
+fn systemd_stop_says_when_the_unit_is_still_stopping_at_the_timeout() {
+    let root = tempfile::tempdir().unwrap();
+    let m = systemd_following(
+        root.path(),
+        &[(
+            "deactivating",
+            "stop-sigterm",
+            "stopping (SIGTERM): phase 1/1 flush \"flush\"",
+        )],
+    );
+    let mut lines = Vec::new();
+    let t0 = std::time::Instant::now();
+    let status = m
+        .stop("depot", Duration::from_millis(600), &mut |l| {
+            lines.push(l.to_owned())
+        })
+        .unwrap();
+    let took = t0.elapsed();
+    assert_eq!(status.state, State::Stopping, "{status}");
+    assert!(
+        took >= Duration::from_millis(600) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    let last = lines.last().unwrap();
+    assert!(
+        last.starts_with("not stopped after 0.") && last.contains("deactivating (stop-sigterm)"),
+        "{lines:?}"
+    );
+    // The status line is passed on once, not at every poll.
+    assert_eq!(lines.iter().filter(|l| l.contains("phase 1/1")).count(), 1);
 }
 
 /// The SCM, for real (Wine has one): the shared install, update and uninstall, of a service that

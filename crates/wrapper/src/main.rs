@@ -17,7 +17,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() {
     let cli = cli::Cli::parse();
-    let scm = winddown::host::started_by_scm();
+    let scm = winddown::started_by_scm();
     init_logging(&cli, scm);
     let code = match cli.command {
         cli::Command::Run(options) => run::run(options),

@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-use winddown::host::AppError;
+use winddown::AppError;
 use winddown::{Budgets, DrainPlan, Host, HostOptions, Phase, ShutdownReport, Stage, StopReason};
 
 use crate::child::{Child, SpawnError, Spec};

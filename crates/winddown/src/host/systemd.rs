@@ -18,7 +18,7 @@
 //! that deadline to *now + n* if that is later — never earlier — so the message only counts once
 //! the original timeout would have passed, and must be re-sent within each `n`. The process cannot
 //! see `TimeoutStopSec`, so this host sends the extension on every progress report of the drain,
-//! with `n` = the running phase's time left (its cut-off) plus [`EXTEND_MARGIN`]. Reports come at
+//! with `n` = the running phase's time left (its cut-off) plus a 5 s margin. Reports come at
 //! least every tick (500 ms) while a phase runs, far inside `n`. The effect:
 //!
 //! - a unit whose `TimeoutStopSec` covers the drain (what `winddown::service::systemd` installs)
@@ -68,20 +68,21 @@ use sd_notify::NotifyState;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use super::{AppError, Host, HostHooks, HostKind, Liveness};
+use super::liveness::Liveness;
+use super::{AppError, Host, HostHooks, HostKind};
 use crate::progress::{Progress, ProgressEvent, Reporter};
 use crate::report::{Outcome, ShutdownReport};
 use crate::shutdown::Shutdown;
 
 /// What each `EXTEND_TIMEOUT_USEC` adds beyond the running phase's time left: room for the next
 /// report (≤ one tick), the step to the next phase, and the exit after the last one.
-pub const EXTEND_MARGIN: Duration = Duration::from_secs(5);
+pub(crate) const EXTEND_MARGIN: Duration = Duration::from_secs(5);
 
 /// The variables systemd passes to a notify service (see [`remove_manager_env`]).
-pub const MANAGER_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
+pub(crate) const MANAGER_ENV: [&str; 3] = ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"];
 
-/// Removes [`MANAGER_ENV`] from a child's environment, so that the child does not talk to this
-/// service's manager as if it were the service. For a `tokio::process::Command`, pass
+/// Removes `NOTIFY_SOCKET`, `WATCHDOG_USEC` and `WATCHDOG_PID` from a child's environment, so
+/// that the child does not talk to this service's manager as if it were the service. For a `tokio::process::Command`, pass
 /// `command.as_std_mut()`.
 pub fn remove_manager_env(command: &mut std::process::Command) -> &mut std::process::Command {
     for var in MANAGER_ENV {

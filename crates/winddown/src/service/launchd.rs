@@ -27,7 +27,7 @@ use super::{ServiceError, ServiceSpec};
 use crate::host::STOP_BUDGET_ENV;
 
 /// Where [`install`] writes daemon property lists by default.
-pub const PLIST_DIR: &str = "/Library/LaunchDaemons";
+pub(crate) const PLIST_DIR: &str = "/Library/LaunchDaemons";
 
 /// How [`plist`] and [`install`] write the job, beyond the [`ServiceSpec`].
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct LaunchdOptions {
     pub log_dir: Option<PathBuf>,
     /// `ThrottleInterval`: the least time between two starts. Default 10 s.
     pub throttle_interval: Duration,
-    /// Where [`install`] writes the property list. Default [`PLIST_DIR`].
+    /// Where [`install`] writes the property list. Default `/Library/LaunchDaemons`.
     pub plist_dir: PathBuf,
     /// The `launchctl` program. Default `/bin/launchctl`.
     pub launchctl: PathBuf,

@@ -51,8 +51,11 @@ pub trait ServiceManager: Send + Sync {
     /// Starts service `name` and returns its status once the manager says it started.
     fn start(&self, name: &str, progress: Progress<'_>) -> Result<Status, ServiceError>;
 
-    /// Stops service `name`, following its drain for at most `timeout` where the manager lets
-    /// the caller wait (systemd waits by itself, up to the unit's `TimeoutStopSec`).
+    /// Stops service `name`, following its drain for at most `timeout` and passing its progress
+    /// to `progress` (the SCM's checkpoints, systemd's `STATUS=` lines, launchd's wait); returns
+    /// the status it reached. Under systemd and launchd a service still stopping at `timeout` is
+    /// not an error: a last progress line says so, with its state (the SCM's backend fails with
+    /// its timeout error).
     fn stop(
         &self,
         name: &str,
@@ -116,6 +119,15 @@ pub struct Status {
 }
 
 impl Status {
+    fn not_installed(name: &str) -> Status {
+        Status {
+            name: name.to_owned(),
+            state: State::NotInstalled,
+            pid: None,
+            detail: String::new(),
+        }
+    }
+
     /// The exit status a `status` command returns: 0 running, 3 otherwise (as `systemctl
     /// status` and LSB init scripts do).
     pub fn exit_code(&self) -> i32 {
@@ -287,6 +299,30 @@ impl Systemd {
     }
 }
 
+/// An install that writes a definition file (systemd's unit, launchd's property list) at
+/// `path` through `write`: [`Outcome::Updated`] when one was there, and a summary naming the file
+/// and what else was `done`.
+fn install_file(
+    spec: &ServiceSpec,
+    path: &std::path::Path,
+    write: impl FnOnce() -> Result<PathBuf, ServiceError>,
+    done: &str,
+) -> Result<Installed, ServiceError> {
+    let existed = path.exists();
+    let path = write()?;
+    Ok(Installed {
+        name: spec.name.clone(),
+        summary: format!("installed {} {done}", path.display()),
+        definition: Some(path),
+        outcome: if existed {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        },
+        warnings: Vec::new(),
+    })
+}
+
 fn unit_status(name: &str, s: &systemd::UnitStatus) -> Status {
     let state = if !s.is_installed() {
         State::NotInstalled
@@ -318,19 +354,12 @@ impl ServiceManager for Systemd {
     }
 
     fn install(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
-        let existed = systemd::unit_path(&spec.name, &self.options).exists();
-        let path = systemd::install(spec, &self.options)?;
-        Ok(Installed {
-            name: spec.name.clone(),
-            summary: format!("installed {} and enabled it", path.display()),
-            definition: Some(path),
-            outcome: if existed {
-                Outcome::Updated
-            } else {
-                Outcome::Created
-            },
-            warnings: Vec::new(),
-        })
+        install_file(
+            spec,
+            &systemd::unit_path(&spec.name, &self.options),
+            || systemd::install(spec, &self.options),
+            "and enabled it",
+        )
     }
 
     fn update(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
@@ -354,19 +383,25 @@ impl ServiceManager for Systemd {
         self.status(name)
     }
 
+    /// `systemctl stop --no-block`, then follows the unit, passing on each new `STATUS=` line
+    /// of its drain, until it is inactive or failed, or `timeout`.
     fn stop(
         &self,
         name: &str,
-        _timeout: Duration,
+        timeout: Duration,
         progress: Progress<'_>,
     ) -> Result<Status, ServiceError> {
-        // `systemctl stop` waits for the drain itself, up to the unit's TimeoutStopSec.
+        let unit = systemd::unit_name(name);
+        systemd::request_stop(name, &self.options)?;
         progress(&format!(
-            "stopping {}: systemctl waits for its drain",
-            systemd::unit_name(name)
+            "stopping {unit} (systemctl stop --no-block); following its drain for up to {:.0} s",
+            timeout.as_secs_f64()
         ));
-        systemd::stop(name, &self.options)?;
-        self.status(name)
+        follow_stop(timeout, progress, |_| {
+            let s = systemd::status(name, &self.options)?;
+            let line = s.status_text.as_ref().map(|text| format!("{unit}: {text}"));
+            Ok((unit_status(name, &s), line))
+        })
     }
 
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
@@ -398,8 +433,45 @@ impl Launchd {
     }
 }
 
-/// How often [`Launchd::stop`] asks whether the job has exited.
-const LAUNCHD_POLL: Duration = Duration::from_millis(200);
+/// How often a stop is followed: [`Launchd::stop`] asks whether the job has exited,
+/// [`Systemd::stop`] reads the unit's state and status line.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+/// Follows a stop already asked for: `read` (given the time since the start) returns the
+/// service's status and a line for a person, every [`FOLLOW_POLL`], until the service is neither
+/// running nor stopping, or `timeout` has passed. Each line unlike the one before goes to
+/// `progress`; at the timeout a last line says that the service had not stopped, with its state.
+/// Returns the last status read.
+fn follow_stop(
+    timeout: Duration,
+    progress: Progress<'_>,
+    mut read: impl FnMut(Duration) -> Result<(Status, Option<String>), ServiceError>,
+) -> Result<Status, ServiceError> {
+    let started = Instant::now();
+    let mut last: Option<String> = None;
+    loop {
+        let elapsed = started.elapsed();
+        let (status, line) = read(elapsed)?;
+        if let Some(line) = line
+            && last.as_ref() != Some(&line)
+        {
+            progress(&line);
+            last = Some(line);
+        }
+        if !matches!(status.state, State::Running | State::Stopping) {
+            return Ok(status);
+        }
+        if elapsed >= timeout {
+            progress(&format!(
+                "not stopped after {:.1} s; no longer following it (its manager goes on \
+                 stopping it): {status}",
+                elapsed.as_secs_f64()
+            ));
+            return Ok(status);
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
 
 impl ServiceManager for Launchd {
     fn manager(&self) -> &'static str {
@@ -411,22 +483,12 @@ impl ServiceManager for Launchd {
     }
 
     fn install(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
-        let existed = launchd::plist_path(&spec.name, &self.options).exists();
-        let path = launchd::install(spec, &self.options)?;
-        Ok(Installed {
-            name: spec.name.clone(),
-            summary: format!(
-                "installed {} and loaded it (it starts at load)",
-                path.display()
-            ),
-            definition: Some(path),
-            outcome: if existed {
-                Outcome::Updated
-            } else {
-                Outcome::Created
-            },
-            warnings: Vec::new(),
-        })
+        install_file(
+            spec,
+            &launchd::plist_path(&spec.name, &self.options),
+            || launchd::install(spec, &self.options),
+            "and loaded it (it starts at load)",
+        )
     }
 
     fn update(&self, spec: &ServiceSpec) -> Result<Installed, ServiceError> {
@@ -458,29 +520,22 @@ impl ServiceManager for Launchd {
         progress: Progress<'_>,
     ) -> Result<Status, ServiceError> {
         launchd::stop(name, &self.options)?;
-        let started = Instant::now();
-        loop {
+        follow_stop(timeout, progress, |elapsed| {
             let status = self.status(name)?;
-            if status.state != State::Running || started.elapsed() >= timeout {
-                return Ok(status);
-            }
-            progress(&format!(
-                "{name}: still running (PID {}), {:.1} s into its drain",
-                status.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
-                started.elapsed().as_secs_f64()
-            ));
-            std::thread::sleep(LAUNCHD_POLL);
-        }
+            let line = (status.state == State::Running).then(|| {
+                format!(
+                    "{name}: still running (PID {}), {:.1} s into its drain",
+                    status.pid.map_or_else(|| "?".to_owned(), |p| p.to_string()),
+                    elapsed.as_secs_f64()
+                )
+            });
+            Ok((status, line))
+        })
     }
 
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
         if !launchd::plist_path(name, &self.options).exists() {
-            return Ok(Status {
-                name: name.to_owned(),
-                state: State::NotInstalled,
-                pid: None,
-                detail: String::new(),
-            });
+            return Ok(Status::not_installed(name));
         }
         let s = launchd::status(name, &self.options)?;
         let state = match s.state.as_str() {
@@ -661,12 +716,7 @@ impl ServiceManager for Scm {
     fn status(&self, name: &str) -> Result<Status, ServiceError> {
         match scm::status(name) {
             Ok(info) => Ok(scm_status(&info)),
-            Err(scm::ManageError::NotInstalled { .. }) => Ok(Status {
-                name: name.to_owned(),
-                state: State::NotInstalled,
-                pid: None,
-                detail: String::new(),
-            }),
+            Err(scm::ManageError::NotInstalled { .. }) => Ok(Status::not_installed(name)),
             Err(e) => Err(e.into()),
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! [`install`] creates the service so that a stop never cuts the drain short, and so that a
 //! failed stop is seen:
-//! - the preshutdown timeout is the spec's stop budget plus [`PRESHUTDOWN_SLACK`] (the Windows
+//! - the preshutdown timeout is the spec's stop budget plus 5 s (the Windows
 //!   default, 10 s, is shorter than most drains), and the running service reads it back as its
 //!   `PRESHUTDOWN` budget;
 //! - failure actions restart the service after 5 s, 30 s, then 60 s, the count reset after a day,
@@ -48,29 +48,35 @@ pub use unsupported::{install, start, status, stop, uninstall};
 
 /// What the preshutdown timeout adds to the spec's stop budget: time for the process to exit
 /// after the drain, so that the SCM never moves on while the service is still flushing.
-pub const PRESHUTDOWN_SLACK: Duration = Duration::from_secs(5);
+pub(crate) const PRESHUTDOWN_SLACK: Duration = Duration::from_secs(5);
 
 /// The message file the Event Log source is registered with: .NET Framework 4's
 /// `EventLogMessages.dll` (present on every supported Windows), whose every event id reads "%1",
 /// so that Event Viewer shows the service's messages as they are.
-pub const EVENT_MESSAGE_FILE: &str =
+// Used by the Windows backend only (windows/manager.rs).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const EVENT_MESSAGE_FILE: &str =
     r"%SystemRoot%\Microsoft.NET\Framework64\v4.0.30319\EventLogMessages.dll";
 
 /// The preshutdown timeout [`install`] sets for a stop budget: the budget plus [`PRESHUTDOWN_SLACK`].
-pub fn preshutdown_timeout_for(stop_budget: Duration) -> Duration {
+pub(crate) fn preshutdown_timeout_for(stop_budget: Duration) -> Duration {
     stop_budget.saturating_add(PRESHUTDOWN_SLACK)
 }
 
 /// The restart delays of the failure actions [`install`] sets: first, second, and every later
 /// failure. The failure count is reset after [`FAILURE_RESET`].
-pub const RESTART_DELAYS: [Duration; 3] = [
+// Used by the Windows backend only (windows/manager.rs).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const RESTART_DELAYS: [Duration; 3] = [
     Duration::from_secs(5),
     Duration::from_secs(30),
     Duration::from_secs(60),
 ];
 
 /// How long the service must run without failing for the failure count to start again.
-pub const FAILURE_RESET: Duration = Duration::from_secs(24 * 60 * 60);
+// Used by the Windows backend only (windows/manager.rs).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) const FAILURE_RESET: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How the service is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -620,7 +626,9 @@ pub fn service_sid(service: &str) -> String {
 /// The SID of the account a service runs as, where it is known without asking Windows: the
 /// virtual account's (computed), LocalService's and NetworkService's (well known). `None` for
 /// LocalSystem (which has full access everywhere) and for a named user (looked up at install).
-pub fn account_sid_of(account: &Account, service: &str) -> Option<String> {
+// Used by the Windows backend only (windows/manager.rs).
+#[cfg_attr(not(windows), allow(dead_code))]
+pub(crate) fn account_sid_of(account: &Account, service: &str) -> Option<String> {
     match account {
         Account::Virtual => Some(service_sid(service)),
         Account::LocalService => Some("S-1-5-19".to_owned()),

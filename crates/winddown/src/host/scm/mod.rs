@@ -12,7 +12,7 @@
 //! [`ScmService`] does all three. It is the [`HostHooks`] of a [`HostKind::WindowsService`] host:
 //! `START_PENDING` at start, `RUNNING` on [`Host::ready`], `STOP_PENDING` with a checkpoint that
 //! grows at every progress report of the drain (every 500 ms) and a wait hint covering the current
-//! phase's remaining time plus [`WAIT_HINT_MARGIN`], and `STOPPED` — with
+//! phase's remaining time plus a 2 s margin, and `STOPPED` — with
 //! `ServiceSpecific(report.exit_code())` when the stop was not clean, so that the service's recovery
 //! actions fire — once the program has returned.
 //!
@@ -38,14 +38,14 @@ use crate::{Escalation, Shutdown, StopReason};
 
 /// Added to every wait hint while stopping: the time the SCM should allow beyond the current
 /// phase's deadline before it takes the service for hung (the drain reports every 500 ms anyway).
-pub const WAIT_HINT_MARGIN: Duration = Duration::from_secs(2);
+pub(crate) const WAIT_HINT_MARGIN: Duration = Duration::from_secs(2);
 
 /// The wait hint of `START_PENDING`: how long the program may take to call [`Host::ready`].
-pub const START_WAIT_HINT: Duration = Duration::from_secs(30);
+pub(crate) const START_WAIT_HINT: Duration = Duration::from_secs(30);
 
 /// The wait hint reported once the drain has finished, for the program to return and the runtime
 /// to shut down before `STOPPED`.
-pub const FINISH_WAIT_HINT: Duration = Duration::from_secs(5);
+pub(crate) const FINISH_WAIT_HINT: Duration = Duration::from_secs(5);
 
 /// The largest wait hint the SCM can be told (milliseconds in a `u32`).
 const MAX_WAIT_HINT: Duration = Duration::from_millis(u32::MAX as u64);
@@ -354,7 +354,7 @@ impl ScmService {
 
 impl Reporter for ScmService {
     /// `STOP_PENDING` with the next checkpoint, and a wait hint covering the current phase's
-    /// remaining time (the whole stop's before the first phase) plus [`WAIT_HINT_MARGIN`].
+    /// remaining time (the whole stop's before the first phase) plus a 2 s margin.
     fn progress(&self, progress: &Progress) {
         let left = progress
             .phase

@@ -53,7 +53,7 @@ use crate::host::STOP_BUDGET_ENV;
 use crate::report::{EXIT_CLEAN, EXIT_CUT_OFF, EXIT_FAILED, EXIT_FORCED};
 
 /// Where [`install`] writes unit files by default.
-pub const UNIT_DIR: &str = "/etc/systemd/system";
+pub(crate) const UNIT_DIR: &str = "/etc/systemd/system";
 
 /// The account the service runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,7 +92,7 @@ pub struct SystemdOptions {
     pub address_families: Vec<String>,
     /// `WantedBy=` of `[Install]`. Default `multi-user.target`.
     pub wanted_by: String,
-    /// Where [`install`] writes the unit. Default [`UNIT_DIR`].
+    /// Where [`install`] writes the unit. Default `/etc/systemd/system`.
     pub unit_dir: PathBuf,
     /// The `systemctl` program. Default `systemctl` (found on `PATH`).
     pub systemctl: PathBuf,

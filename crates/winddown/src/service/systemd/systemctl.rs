@@ -95,9 +95,21 @@ pub fn stop(name: &str, options: &SystemdOptions) -> Result<(), ServiceError> {
     systemctl(options, &["stop", &unit_name(name)]).map(drop)
 }
 
+/// Asks systemd to stop service `name` and returns at once (`systemctl stop --no-block`): the
+/// caller follows the drain through [`status`] ([`UnitStatus::status_text`] carries the
+/// program's `STATUS=` lines). What `ServiceManager::stop` does under systemd.
+///
+/// # Errors
+/// [`ServiceError::ManagerNotRunning`], or `systemctl`'s failure (no such unit).
+pub fn request_stop(name: &str, options: &SystemdOptions) -> Result<(), ServiceError> {
+    check_unit_name(name, "service name")?;
+    check_running(options)?;
+    systemctl(options, &["stop", "--no-block", &unit_name(name)]).map(drop)
+}
+
 /// The properties [`status`] reads with `systemctl show`.
 pub(super) const STATUS_PROPERTIES: &str = "LoadState,ActiveState,SubState,MainPID,StateChangeTimestamp,\
-ExecMainExitTimestamp,ExecMainCode,ExecMainStatus,Result";
+ExecMainExitTimestamp,ExecMainCode,ExecMainStatus,Result,StatusText";
 
 /// Reads service `name`'s state: `systemctl show -p LoadState,ActiveState,SubState,MainPID,…`.
 ///
@@ -132,6 +144,8 @@ pub struct UnitStatus {
     pub last_exit: Option<LastExit>,
     /// systemd's verdict on the last run: `success`, `exit-code`, `signal`, `timeout`, `watchdog`, …
     pub result: String,
+    /// The program's last `STATUS=` line (winddown's hosts send one for each drain phase).
+    pub status_text: Option<String>,
 }
 
 /// How a service's main process last exited.
@@ -218,6 +232,7 @@ impl UnitStatus {
             since: get("StateChangeTimestamp"),
             last_exit,
             result: get("Result").unwrap_or_default(),
+            status_text: get("StatusText"),
         }
     }
 
