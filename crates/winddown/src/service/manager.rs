@@ -65,6 +65,14 @@ pub trait ServiceManager: Send + Sync {
 
     /// Whether service `name` is installed under this manager and the manager runs here.
     fn is_installed(&self, name: &str) -> bool;
+
+    /// The last `lines` lines the manager logged for service `name` (systemd's journal, through
+    /// `systemctl status`), for a person reading why it failed; `None` where the manager keeps
+    /// no log of its own (the SCM, launchd: the service's own log file is the place).
+    fn recent_log(&self, name: &str, lines: usize) -> Option<String> {
+        let _ = (name, lines);
+        None
+    }
 }
 
 /// Where a service is, in one word for every manager.
@@ -376,6 +384,10 @@ impl ServiceManager for Systemd {
 
     fn is_installed(&self, name: &str) -> bool {
         self.options.systemd_runs() && systemd::unit_path(name, &self.options).exists()
+    }
+
+    fn recent_log(&self, name: &str, lines: usize) -> Option<String> {
+        systemd::recent_log(name, lines, &self.options)
     }
 }
 

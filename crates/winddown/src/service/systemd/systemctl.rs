@@ -95,6 +95,24 @@ pub fn stop(name: &str, options: &SystemdOptions) -> Result<(), ServiceError> {
     systemctl(options, &["stop", &unit_name(name)]).map(drop)
 }
 
+/// `systemctl status NAME --no-pager --lines N`: the unit's state and its journal's last lines,
+/// whatever its exit status (3 for a stopped unit); `None` if `systemctl` cannot run.
+pub fn recent_log(name: &str, lines: usize, options: &SystemdOptions) -> Option<String> {
+    check_unit_name(name, "service name").ok()?;
+    check_running(options).ok()?;
+    let out = std::process::Command::new(&options.systemctl)
+        .args(["status", &unit_name(name), "--no-pager", "--lines"])
+        .arg(lines.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// The properties [`status`] reads with `systemctl show`.
 pub(super) const STATUS_PROPERTIES: &str = "LoadState,ActiveState,SubState,MainPID,StateChangeTimestamp,\
 ExecMainExitTimestamp,ExecMainCode,ExecMainStatus,Result";
