@@ -158,7 +158,7 @@ pub enum UpgradeError {
         action: &'static str,
         /// The manager's error.
         #[source]
-        source: ServiceError,
+        source: Box<ServiceError>,
     },
     /// The stop returned with the service still running; nothing was swapped.
     #[error("service {name} is still {state} after the stop; nothing was swapped: {detail}")]
@@ -201,7 +201,7 @@ pub enum UpgradeError {
         restored: bool,
         /// The manager's error, when the start itself failed.
         #[source]
-        source: Option<ServiceError>,
+        source: Option<Box<ServiceError>>,
     },
 }
 
@@ -231,7 +231,7 @@ pub fn upgrade(
     let manager_error = |action, source| UpgradeError::Manager {
         name: name.clone(),
         action,
-        source,
+        source: Box::new(source),
     };
     let status = manager.status(name).map_err(|e| manager_error("read", e))?;
     if status.state == State::NotInstalled {
@@ -294,11 +294,11 @@ fn start_and_wait(
     plan: &Upgrade,
     probe: Probe<'_>,
     progress: Progress<'_>,
-) -> Result<String, (String, Option<ServiceError>)> {
+) -> Result<String, (String, Option<Box<ServiceError>>)> {
     manager.start(&plan.name, progress).map_err(|e| {
         (
             format!("did not start: {}", crate::error_chain(&e)),
-            Some(e),
+            Some(Box::new(e)),
         )
     })?;
     wait_ready(manager, &plan.name, plan.ready_timeout, probe).map_err(|why| (why, None))
@@ -343,7 +343,7 @@ fn roll_back(
     probe: Probe<'_>,
     progress: Progress<'_>,
     reason: String,
-    source: Option<ServiceError>,
+    source: Option<Box<ServiceError>>,
 ) -> UpgradeError {
     let name = &plan.name;
     progress(&format!("the new binary {reason}; rolling back"));
