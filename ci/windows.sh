@@ -140,6 +140,8 @@ if wants e2e; then
     source "$test_file"
   done
   for t in "${E2E_TESTS[@]}"; do
+    # E2E_ONLY=e2e_name runs one test (while working on it).
+    [[ -n ${E2E_ONLY:-} && $t != "$E2E_ONLY" ]] && continue
     step "e2e: $t"
     "$t"
     done_in finished

@@ -83,9 +83,10 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         to: PathBuf,
     },
-    /// Replace the installed service's binary (systemd): checks the new one runs, stops the
-    /// service (it drains), keeps the old binary as depot.old, starts the new one and waits for
-    /// /readyz; puts the old one back and starts it if the new one does not come up.
+    /// Replace the installed service's binary (systemd, the SCM, launchd): checks the new one
+    /// runs, stops the service (it drains), keeps the old binary as depot.old (depot.exe.old),
+    /// starts the new one and waits for /readyz; puts the old one back and starts it if the new
+    /// one does not come up.
     Upgrade {
         /// The new depot binary.
         #[arg(long, value_name = "PATH")]
@@ -93,7 +94,8 @@ enum Command {
         /// How long the new process may take to become ready before the upgrade rolls back.
         #[arg(long, default_value_t = 60, value_name = "SECONDS")]
         timeout: u64,
-        /// The systemctl program (tests stand a script in for it).
+        /// The systemctl program (tests stand a script in for it; systemd's "does it run here"
+        /// check is skipped).
         #[arg(long, hide = true, value_name = "PATH")]
         systemctl: Option<PathBuf>,
     },

@@ -1,4 +1,4 @@
-//! The command line: `winddown run|install|uninstall|start|stop|status`.
+//! The command line: `winddown run|install|uninstall|start|stop|status|upgrade`.
 
 use std::ffi::OsString;
 use std::fmt;
@@ -32,6 +32,30 @@ pub(crate) enum Command {
     Stop(NameOnly),
     /// The service's state, as its manager sees it.
     Status(NameOnly),
+    /// Replace the wrapped PROGRAM's binary: checks the new one answers --version, stops the
+    /// service (it drains), keeps the old binary as PROGRAM.old, starts the service and waits for
+    /// it to be running (ready: after its --ready-* probe); puts the old one back and starts it
+    /// if the new one does not come up.
+    Upgrade(UpgradeOptions),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UpgradeOptions {
+    /// The service's name.
+    #[arg(long)]
+    pub(crate) name: String,
+    /// The new PROGRAM binary.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) binary: PathBuf,
+    /// Seconds the new PROGRAM may take to be ready before the upgrade rolls back.
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = parse_secs)]
+    pub(crate) ready_timeout: Duration,
+    /// The systemctl program (tests stand a script in for it).
+    #[arg(long, hide = true, value_name = "PATH")]
+    pub(crate) systemctl: Option<PathBuf>,
+    /// Where the unit files are (with --systemctl).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub(crate) unit_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 //!
 //! `winddown run [OPTIONS] -- PROGRAM [ARGS]` hosts PROGRAM in a console, under systemd
 //! (`Type=notify`) or under the Windows Service Control Manager; `install`, `uninstall`, `start`,
-//! `stop` and `status` manage it as a service. See README.md, "Any program as a service".
+//! `stop`, `status` and `upgrade` manage it as a service. See README.md, "Any program as a service".
 
 mod child;
 mod cli;
@@ -11,6 +11,7 @@ mod ready;
 mod report;
 mod run;
 mod service;
+mod upgrade;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
@@ -26,6 +27,7 @@ fn main() {
         cli::Command::Start(n) => service::start(&n.name),
         cli::Command::Stop(n) => service::stop(&n.name),
         cli::Command::Status(n) => service::status(&n.name),
+        cli::Command::Upgrade(options) => upgrade::upgrade(&options),
     };
     std::process::exit(code);
 }

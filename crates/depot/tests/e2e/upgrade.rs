@@ -111,10 +111,15 @@ impl Stage {
 
     /// `bin/depot upgrade --binary new …`: (exit code, output).
     fn upgrade(&self, new: &Path) -> (i32, String) {
+        self.upgrade_within(new, 20)
+    }
+
+    /// [`Stage::upgrade`] with a readiness timeout of `secs`.
+    fn upgrade_within(&self, new: &Path, secs: u32) -> (i32, String) {
         let out = std::process::Command::new(&self.installed)
             .args(["--data-dir"])
             .arg(&self.data)
-            .args(["upgrade", "--timeout", "20", "--binary"])
+            .args(["upgrade", "--timeout", &secs.to_string(), "--binary"])
             .arg(new)
             .arg("--systemctl")
             .arg(&self.systemctl)
@@ -215,7 +220,11 @@ async fn an_upgrade_swaps_the_binary_and_a_new_one_that_exits_is_rolled_back() {
         out.contains("failed because the control process exited"),
         "{out}"
     );
-    assert!(out.contains("its process exited with status 7"), "{out}");
+    assert!(
+        out.contains("the service manager said: depot.service: failed")
+            && out.contains("last exit: exited with status 7"),
+        "{out}"
+    );
     assert!(
         out.contains("broken: cannot start"),
         "the log's last lines: {out}"
@@ -248,5 +257,78 @@ async fn an_upgrade_swaps_the_binary_and_a_new_one_that_exits_is_rolled_back() {
     );
     assert_eq!(s.client().0, third_pid, "still the same process");
 
+    assert!(s.systemctl(&["stop", "depot.service"]));
+}
+
+/// A new binary that starts (the manager says it runs, its run file names it) but never becomes
+/// ready — its `/readyz` answers 503 — is rolled back at the readiness timeout, and the old one
+/// serves every record again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_binary_that_is_not_ready_in_time_is_rolled_back() {
+    let _serial = serial().await;
+    let s = stage();
+    assert!(s.systemctl(&["start", "depot.service"]));
+    let (first_pid, client) = s.client();
+    post(&client, 40).await;
+
+    // What the never-ready binary's run file points at: a server whose /readyz says 503.
+    let unready = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = unready.local_addr().unwrap().port();
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in unready.incoming().flatten() {
+            let mut buf = [0u8; 512];
+            let _ = conn.read(&mut buf);
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ = conn.write_all(b"HTTP/1.0 503 Service Unavailable\r\n\r\n");
+        }
+    });
+    let stuck = s.root.join("new/stuck");
+    executable(
+        &stuck,
+        format!(
+            "#!/bin/bash\n[ \"$1\" = --version ] && {{ echo 'depot 9.9.9'; exit 0; }}\n\
+             echo 'stuck: starting, never ready' >&2\n\
+             printf '{{\"pid\":%d,\"listen\":\"127.0.0.1:{port}\"}}' $$ > \"$2/depot.running.json\"\n\
+             exec sleep 600\n"
+        )
+        .as_bytes(),
+    );
+    let serving = std::fs::read(&s.installed).unwrap();
+    let started = std::time::Instant::now();
+    let (code, out) = s.upgrade_within(&stuck, 3);
+    let took = started.elapsed();
+    eprintln!(
+        "{out}\n(upgrade and rollback took {:.1} s)",
+        took.as_secs_f64()
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("upgrade rolled back: the new binary was not ready within 3 s"),
+        "{out}"
+    );
+    assert!(
+        out.contains("stuck: starting, never ready"),
+        "the log's last lines: {out}"
+    );
+    assert!(
+        out.contains("the old binary is back in place and serves"),
+        "{out}"
+    );
+    assert!(
+        asked.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "the new process's /readyz was asked"
+    );
+    assert!(took >= Duration::from_secs(3), "it waited out the timeout");
+    assert_eq!(
+        std::fs::read(&s.installed).unwrap(),
+        serving,
+        "the old binary is back"
+    );
+    let (pid, client) = s.client();
+    assert_ne!(pid, first_pid);
+    assert_eq!(count(&client).await, 40, "every record after the rollback");
     assert!(s.systemctl(&["stop", "depot.service"]));
 }

@@ -68,6 +68,23 @@ pub trait ServiceManager: Send + Sync {
 
     /// Whether service `name` is installed under this manager and the manager runs here.
     fn is_installed(&self, name: &str) -> bool;
+
+    /// The last `lines` lines the manager logged for service `name` (systemd's journal, through
+    /// `systemctl status`), for a person reading why it failed; `None` where the manager keeps
+    /// no log of its own (the SCM, launchd: the service's own log file is the place).
+    fn recent_log(&self, name: &str, lines: usize) -> Option<String> {
+        let _ = (name, lines);
+        None
+    }
+
+    /// The command line installed service `name` runs, split into its words as the manager will
+    /// (systemd: the unit's `ExecStart=`; the SCM: its image path), for a caller that needs what
+    /// an install wrote (`winddown upgrade` finds the wrapped program there); `Ok(None)` where
+    /// this manager cannot say.
+    fn command(&self, name: &str) -> Result<Option<Vec<String>>, ServiceError> {
+        let _ = name;
+        Ok(None)
+    }
 }
 
 /// Where a service is, in one word for every manager.
@@ -412,6 +429,26 @@ impl ServiceManager for Systemd {
     fn is_installed(&self, name: &str) -> bool {
         self.options.systemd_runs() && systemd::unit_path(name, &self.options).exists()
     }
+
+    fn recent_log(&self, name: &str, lines: usize) -> Option<String> {
+        systemd::recent_log(name, lines, &self.options)
+    }
+
+    fn command(&self, name: &str) -> Result<Option<Vec<String>>, ServiceError> {
+        let path = systemd::unit_path(name, &self.options);
+        let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => ServiceError::NotInstalled {
+                name: name.to_owned(),
+                path: path.clone(),
+            },
+            _ => ServiceError::Io {
+                action: "read",
+                path: path.clone(),
+                source,
+            },
+        })?;
+        Ok(systemd::exec_start(&text))
+    }
 }
 
 /// launchd, through `launchctl`.
@@ -723,5 +760,12 @@ impl ServiceManager for Scm {
 
     fn is_installed(&self, name: &str) -> bool {
         scm::status(name).is_ok()
+    }
+
+    fn command(&self, name: &str) -> Result<Option<Vec<String>>, ServiceError> {
+        let info = scm::status(name)?;
+        Ok(info
+            .command_line
+            .map(|c| scm::split_command_line(&c.to_string_lossy())))
     }
 }

@@ -12,6 +12,7 @@ mod file;
 pub mod launchd;
 mod manager;
 pub mod systemd;
+pub mod upgrade;
 pub mod windows;
 
 use std::path::PathBuf;

@@ -583,6 +583,74 @@ impl Wait {
     }
 }
 
+/// Splits a Windows command line into its words as `CommandLineToArgvW` does (the program's
+/// path: up to the closing quote, or the first blank; then: `"` groups, `2n` backslashes before a
+/// `"` are `n` and the quote acts, `2n+1` are `n` and a literal `"`, other backslashes are
+/// literal). Pure, so it runs and is tested everywhere.
+///
+/// ```
+/// use winddown::service::windows::split_command_line;
+/// assert_eq!(
+///     split_command_line(r#""C:\Program Files\w.exe" run -- C:\app\x.exe "a b" "q\"x""#),
+///     [r"C:\Program Files\w.exe", "run", "--", r"C:\app\x.exe", "a b", "q\"x"]
+/// );
+/// ```
+pub fn split_command_line(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    // The program: no escapes at all.
+    let mut program = String::new();
+    if chars.next_if_eq(&'"').is_some() {
+        program.extend(chars.by_ref().take_while(|&c| c != '"'));
+    }
+    while let Some(c) = chars.next_if(|c| !matches!(c, ' ' | '\t')) {
+        program.push(c);
+    }
+    words.push(program);
+    loop {
+        while chars.next_if(|c| matches!(c, ' ' | '\t')).is_some() {}
+        if chars.peek().is_none() {
+            break;
+        }
+        let (mut word, mut quoted) = (String::new(), false);
+        while let Some(&c) = chars.peek() {
+            match c {
+                '\\' => {
+                    let mut n = 0;
+                    while chars.next_if_eq(&'\\').is_some() {
+                        n += 1;
+                    }
+                    if chars.peek() == Some(&'"') {
+                        word.extend(std::iter::repeat_n('\\', n / 2));
+                        if n % 2 == 1 {
+                            word.push('"');
+                            chars.next();
+                        }
+                    } else {
+                        word.extend(std::iter::repeat_n('\\', n));
+                    }
+                }
+                '"' => {
+                    chars.next();
+                    if quoted && chars.peek() == Some(&'"') {
+                        word.push('"');
+                        chars.next();
+                    } else {
+                        quoted = !quoted;
+                    }
+                }
+                ' ' | '\t' if !quoted => break,
+                c => {
+                    word.push(c);
+                    chars.next();
+                }
+            }
+        }
+        words.push(word);
+    }
+    words
+}
+
 /// The SID of a service's virtual account, `NT SERVICE\<service>`: `S-1-5-80-` and the SHA-1 of
 /// the service name in upper case (UTF-16LE) as five little-endian 32-bit numbers. That is how
 /// Windows derives it (`sc showsid <name>` prints the same); computing it needs no lookup, which

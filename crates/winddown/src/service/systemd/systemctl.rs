@@ -107,6 +107,77 @@ pub fn request_stop(name: &str, options: &SystemdOptions) -> Result<(), ServiceE
     systemctl(options, &["stop", "--no-block", &unit_name(name)]).map(drop)
 }
 
+/// `systemctl status NAME --no-pager --lines N`: the unit's state and its journal's last lines,
+/// whatever its exit status (3 for a stopped unit); `None` if `systemctl` cannot run.
+pub fn recent_log(name: &str, lines: usize, options: &SystemdOptions) -> Option<String> {
+    check_unit_name(name, "service name").ok()?;
+    check_running(options).ok()?;
+    let out = std::process::Command::new(&options.systemctl)
+        .args(["status", &unit_name(name), "--no-pager", "--lines"])
+        .arg(lines.to_string())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    Some(format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
+/// The words of a unit's first `ExecStart=` line, unquoted as systemd does (systemd.syntax(7):
+/// double or single quotes, C escapes, `%%` and `$$`); `None` if the unit has none. The inverse
+/// of [`quote_exec_path`] and [`quote_exec_arg`].
+///
+/// ```
+/// use winddown::service::systemd::exec_start;
+/// let unit = "[Service]\nExecStart=/usr/bin/w run \"a b\" \"50%% \\\"x\\\"\" $$HOME\n";
+/// assert_eq!(exec_start(unit).unwrap(), ["/usr/bin/w", "run", "a b", "50% \"x\"", "$HOME"]);
+/// ```
+pub fn exec_start(unit: &str) -> Option<Vec<String>> {
+    let line = unit
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("ExecStart="))?;
+    // Prefixes of the executable (`-`, `@`, `+`, `!`, `:`) are not part of it.
+    let line = line.trim_start_matches(['-', '@', '+', '!', ':']);
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let Some(&first) = chars.peek() else { break };
+        let mut word = String::new();
+        let quote = matches!(first, '"' | '\'').then(|| {
+            chars.next();
+            first
+        });
+        while let Some(c) = chars.next() {
+            match c {
+                c if Some(c) == quote => break,
+                c if quote.is_none() && c.is_whitespace() => break,
+                '\\' => match chars.next() {
+                    Some('n') => word.push('\n'),
+                    Some('t') => word.push('\t'),
+                    Some('x') => {
+                        let hex: String = (0..2).filter_map(|_| chars.next()).collect();
+                        if let Ok(b) = u8::from_str_radix(&hex, 16) {
+                            word.push(char::from(b));
+                        }
+                    }
+                    Some(other) => word.push(other),
+                    None => {}
+                },
+                '%' | '$' if chars.peek() == Some(&c) => {
+                    chars.next();
+                    word.push(c);
+                }
+                c => word.push(c),
+            }
+        }
+        words.push(word);
+    }
+    Some(words)
+}
+
 /// The properties [`status`] reads with `systemctl show`.
 pub(super) const STATUS_PROPERTIES: &str = "LoadState,ActiveState,SubState,MainPID,StateChangeTimestamp,\
 ExecMainExitTimestamp,ExecMainCode,ExecMainStatus,Result,StatusText";
