@@ -274,6 +274,8 @@ fn case() -> impl Strategy<Value = Case> {
                 Just("root".to_owned()),
                 mostly_from("az09_.-", 6).prop_map(|name| format!("u{name}")),
                 mostly_from("az0_.- %", 5),
+                // Numeric IDs, including ones systemd refuses (`00`, `65535`).
+                prop_oneof![mostly_from("0159", 3), Just("65535".to_owned())],
             ],
             mostly_without("", 8)
         )
@@ -337,13 +339,21 @@ fn must_refuse(case: &Case, exe: &str) -> Option<&'static str> {
             (!ok).then_some("state directory")
         }
         Storage::Named { user, path } => {
-            let user_ok = user
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && user
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            // systemd reads an all-digit name as a numeric ID only: no leading zero, not
+            // 65535 or 4294967295.
+            let user_ok = if !user.is_empty() && user.chars().all(|c| c.is_ascii_digit()) {
+                (user == "0" || !user.starts_with('0'))
+                    && user
+                        .parse::<u32>()
+                        .is_ok_and(|id| id != 65535 && id != u32::MAX)
+            } else {
+                user.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && user
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+            };
             if !user_ok {
                 return Some("user name");
             }

@@ -396,7 +396,7 @@ fn roll_back(
     }
 }
 
-/// `<binary> --version`'s answer, within [`VERSION_TIMEOUT`]; it must start with `prefix`.
+/// `<binary> --version`'s answer, within 10 seconds; it must start with `prefix`.
 pub fn version(binary: &Path, prefix: Option<&str>) -> Result<String, String> {
     let mut child = Command::new(binary)
         .arg("--version")

@@ -379,7 +379,16 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(err, ServiceError::InvalidSpec(_)), "{err}");
-        for user in ["-depot", ".depot", "dep ot", "depot%n", ""] {
+        for user in [
+            "-depot",
+            ".depot",
+            "dep ot",
+            "depot%n",
+            "",
+            "00",
+            "65535",
+            "4294967296",
+        ] {
             let named = SystemdOptions::new().user(ServiceUser::Named {
                 user: user.into(),
                 group: None,

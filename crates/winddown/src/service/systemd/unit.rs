@@ -352,19 +352,28 @@ pub(super) fn check_env(key: &str, value: &str) -> Result<(), ServiceError> {
     check_no_nul(value, "an environment value")
 }
 
+/// A user or group name systemd's `User=`/`Group=` accept: a plain name, or a numeric ID.
+/// systemd reads an all-digit string only as an ID, and refuses one with a leading zero or
+/// one of the two reserved IDs (65535, 4294967295): `00` fails to load the unit.
 pub(super) fn check_account(name: &str) -> Result<(), ServiceError> {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    let valid = if !name.is_empty() && name.chars().all(|c| c.is_ascii_digit()) {
+        (name == "0" || !name.starts_with('0'))
+            && name
+                .parse::<u32>()
+                .is_ok_and(|id| id != 65535 && id != u32::MAX)
+    } else {
+        name.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
     if valid {
         Ok(())
     } else {
         Err(invalid(format!(
-            "{name:?} is not a valid user or group name"
+            "{name:?} is not a valid user or group name (or numeric ID)"
         )))
     }
 }
