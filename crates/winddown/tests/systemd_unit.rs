@@ -342,10 +342,9 @@ fn must_refuse(case: &Case, exe: &str) -> Option<&'static str> {
             // systemd reads an all-digit name as a numeric ID only: no leading zero, not
             // 65535 or 4294967295.
             let user_ok = if !user.is_empty() && user.chars().all(|c| c.is_ascii_digit()) {
-                (user == "0" || !user.starts_with('0'))
-                    && user
-                        .parse::<u32>()
-                        .is_ok_and(|id| id != 65535 && id != u32::MAX)
+                // The canonical decimal form only: no leading zero.
+                user.parse::<u32>()
+                    .is_ok_and(|id| id.to_string() == *user && id != 65535 && id != u32::MAX)
             } else {
                 user.chars()
                     .next()

@@ -357,10 +357,9 @@ pub(super) fn check_env(key: &str, value: &str) -> Result<(), ServiceError> {
 /// one of the two reserved IDs (65535, 4294967295): `00` fails to load the unit.
 pub(super) fn check_account(name: &str) -> Result<(), ServiceError> {
     let valid = if !name.is_empty() && name.chars().all(|c| c.is_ascii_digit()) {
-        (name == "0" || !name.starts_with('0'))
-            && name
-                .parse::<u32>()
-                .is_ok_and(|id| id != 65535 && id != u32::MAX)
+        // The canonical decimal form only: no leading zero.
+        name.parse::<u32>()
+            .is_ok_and(|id| id.to_string() == *name && id != 65535 && id != u32::MAX)
     } else {
         name.chars()
             .next()
